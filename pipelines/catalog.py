@@ -1,0 +1,431 @@
+"""Catalog input: read rows, validate them in one place, decode product images.
+
+Formats: JSONL (``.jsonl``/``.ndjson``/``.json`` with one object per line), CSV (``.csv``, ``.tsv``),
+Parquet (``.parquet``/``.pq``) or a folder of images (one product per file, ``sku_id`` = file stem),
+local or ``s3://``.
+
+Columns: ``sku_id`` (required, non-empty string), ``image`` (required: path relative to the catalog
+file, absolute path, ``file://`` or ``s3://`` URI), optional ``prompt``, ``negative_prompt``,
+``caption``, ``image_scale`` (0 < s <= 1), ``seed`` (int >= 0). Other columns are ignored (logged once).
+
+A bad row never raises: :func:`read_catalog` returns it as a :class:`RowError` with a precise reason,
+and the run writes it to ``results/`` with ``status=error``. Image-level checks (reachable, decodable,
+mode, alpha, size) happen later, on the workers, in :func:`load_product_rgba`; they raise
+:class:`InvalidInput`, which the prepare stage turns into an error row the same way.
+
+Accepted image modes (:func:`to_rgba`):
+
+- ``RGBA``; ``LA``/``PA``/``P`` with transparency/``RGB`` with a transparency key: converted to RGBA.
+- ``RGB``, ``L``, ``1``, ``P`` without transparency, ``CMYK``, ``YCbCr``: treated as a product on a
+  white background: converted to RGB, and the background is the set of near-white pixels
+  (all channels >= ``white_threshold``) connected to the image border; everything else is product
+  (alpha 255). Enclosed white areas (a white label on a bottle) stay product.
+- anything else (16-bit ``I;16``, 32-bit ``I``/``F``, ...): error row ("unsupported image mode").
+
+EXIF orientation is applied before anything else, so the product is upright as a viewer shows it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import unicodedata
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from pipelines import storage
+from pipelines.config import PrepareConfig
+from pipelines.naming import check_sku_id
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+KNOWN_COLUMNS = ("sku_id", "image", "prompt", "negative_prompt", "caption", "image_scale", "seed")
+RGBA_MODES = ("RGBA", "LA", "PA")
+WHITE_BACKGROUND_MODES = ("RGB", "L", "1", "P", "CMYK", "YCbCr")
+
+
+class InvalidInput(ValueError):
+    """A catalog item that cannot be processed; ``str()`` is the reason written to ``results/``."""
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogItem:
+    """A validated catalog row."""
+
+    row: int  # 1-based position in the catalog (line for JSONL, data row for CSV/Parquet, file for folders)
+    sku_id: str
+    image: str  # resolved URI (absolute local path or s3://)
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    caption: str = ""
+    image_scale: float | None = None
+    seed: int | None = None
+
+    def fields_hash(self) -> str:
+        """Hash of the row's fields (not the image bytes), part of the refresh content hash."""
+        data = [
+            self.sku_id,
+            self.image,
+            self.prompt,
+            self.negative_prompt,
+            self.caption,
+            self.image_scale,
+            self.seed,
+        ]
+        return hashlib.sha256(json.dumps(data, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """A catalog row rejected before generation."""
+
+    row: int
+    sku_id: str | None  # the raw value if it was a string, else None
+    reason: str
+
+
+@dataclass
+class Catalog:
+    source: str
+    format: str
+    items: list[CatalogItem] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.items) + len(self.errors)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading.
+
+
+def detect_format(uri: str) -> str:
+    fs, path = storage.filesystem(uri)
+    if fs.isdir(path):
+        return "folder"
+    lower = path.lower()
+    if lower.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    if lower.endswith((".csv", ".tsv")):
+        return "csv"
+    if lower.endswith((".parquet", ".pq")):
+        return "parquet"
+    if not fs.exists(path):
+        raise FileNotFoundError(f"catalog {uri!r} does not exist")
+    raise ValueError(
+        f"cannot tell the format of catalog {uri!r}: use a .jsonl, .csv, .tsv or .parquet file, or a folder of images"
+    )
+
+
+def read_catalog(uri: str) -> Catalog:
+    """Read and validate a whole catalog. Raises only if the catalog itself cannot be read."""
+    uri = storage.normalize(uri)
+    fmt = detect_format(uri)
+    base = uri if fmt == "folder" else storage.parent(uri)
+    catalog = Catalog(source=uri, format=fmt)
+    seen: dict[str, int] = {}
+    unknown: set[str] = set()
+    for row, raw in _raw_rows(uri, fmt):
+        if isinstance(raw, str):  # a parse error for this row
+            sku = None
+            catalog.errors.append(RowError(row, sku, raw))
+            continue
+        unknown.update(k for k in raw if k not in KNOWN_COLUMNS)
+        result = validate_row(raw, row, base)
+        if isinstance(result, CatalogItem):
+            first = seen.get(result.sku_id)
+            if first is not None:
+                result = RowError(
+                    row, result.sku_id, f"duplicate sku_id {result.sku_id!r} (first at row {first})"
+                )
+            else:
+                seen[result.sku_id] = row
+        (catalog.items if isinstance(result, CatalogItem) else catalog.errors).append(result)
+    if unknown:
+        logger.info("catalog %s: ignoring columns %s", uri, sorted(map(str, unknown)))
+    logger.info(
+        "catalog %s (%s): %d rows, %d valid, %d rejected",
+        uri,
+        fmt,
+        len(catalog),
+        len(catalog.items),
+        len(catalog.errors),
+    )
+    return catalog
+
+
+def _raw_rows(uri: str, fmt: str):
+    """Yield ``(row_number, dict | error_reason)``."""
+    if fmt == "folder":
+        fs, path = storage.filesystem(uri)
+        names = sorted(
+            e["name"].rstrip("/").rsplit("/", 1)[-1]
+            for e in fs.ls(path, detail=True)
+            if e.get("type") == "file"
+        )
+        names = [n for n in names if not n.startswith(".")]  # hidden files (.DS_Store) are not products
+        for i, name in enumerate(names, start=1):
+            stem, ext = os.path.splitext(name)
+            if ext.lower() not in IMAGE_EXTENSIONS:
+                yield (
+                    i,
+                    f"{name}: not an image file (extension {ext or 'none'!r}; expected one of {IMAGE_EXTENSIONS})",
+                )
+            else:
+                yield i, {"sku_id": stem, "image": name}
+        return
+    data = storage.read_bytes(uri)
+    if fmt == "parquet":
+        try:
+            pf = pq.ParquetFile(io.BytesIO(data))
+        except Exception as exc:  # pyarrow raises ArrowInvalid/OSError variants
+            raise ValueError(f"catalog {uri!r} is not a readable Parquet file: {exc}") from exc
+        row = 0
+        for batch in pf.iter_batches(batch_size=8192):
+            for rec in batch.to_pylist():
+                row += 1
+                yield row, rec
+        return
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"catalog {uri!r} is not UTF-8 text: {exc}") from exc
+    if fmt == "jsonl":
+        for i, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield i, f"line {i}: not valid JSON ({exc.msg} at column {exc.colno})"
+                continue
+            if not isinstance(rec, dict):
+                yield i, f"line {i}: expected a JSON object, got {type(rec).__name__}"
+                continue
+            yield i, rec
+        return
+    delimiter = "\t" if uri.lower().endswith(".tsv") else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    header = [h.strip() for h in header]
+    for i, values in enumerate(reader, start=1):
+        if not values or all(not v.strip() for v in values):
+            continue
+        if len(values) != len(header):
+            yield i, f"row {i}: has {len(values)} fields, the header has {len(header)}"
+            continue
+        yield i, {k: (v if v != "" else None) for k, v in zip(header, values, strict=True)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Row validation (the one place that decides whether a row is usable).
+
+
+def validate_row(raw: dict[str, Any], row: int, base: str) -> CatalogItem | RowError:
+    sku = raw.get("sku_id")
+    sku_str = sku if isinstance(sku, str) else None
+
+    def err(reason: str) -> RowError:
+        return RowError(row, sku_str, reason)
+
+    if sku is None:
+        return err("missing required field 'sku_id'")
+    if not isinstance(sku, str):
+        return err(f"sku_id must be a string, got {type(sku).__name__} {sku!r} (quote it in the catalog)")
+    problem = check_sku_id(sku)
+    if problem:
+        return err(f"unsafe sku_id {sku!r}: {problem}")
+    image = raw.get("image")
+    if image is None or (isinstance(image, str) and not image.strip()):
+        return err("missing required field 'image'")
+    if not isinstance(image, str):
+        return err(f"image must be a string path or URI, got {type(image).__name__}")
+    try:
+        image_uri = resolve_image_uri(image, base)
+    except ValueError as exc:
+        return err(str(exc))
+    fields: dict[str, Any] = {}
+    for name in ("prompt", "negative_prompt", "caption"):
+        value = raw.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            return err(f"{name} must be a string, got {type(value).__name__}")
+        fields[name] = value
+    scale = raw.get("image_scale")
+    if scale is not None:
+        try:
+            scale = _as_float(scale)
+        except ValueError:
+            return err(f"image_scale must be a number in (0, 1], got {scale!r}")
+        if math.isnan(scale) or not (0.0 < scale <= 1.0):
+            return err(
+                f"image_scale must be in (0, 1] (the product's longer side / canvas side), got {scale!r}"
+            )
+        fields["image_scale"] = scale
+    seed = raw.get("seed")
+    if seed is not None:
+        try:
+            seed = _as_int(seed)
+        except ValueError:
+            return err(f"seed must be a non-negative integer, got {seed!r}")
+        if seed < 0 or seed >= 2**63:
+            return err(f"seed must be in [0, 2**63), got {seed}")
+        fields["seed"] = seed
+    return CatalogItem(row=row, sku_id=sku, image=image_uri, **fields)
+
+
+def _as_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        return float(value.strip())
+    raise ValueError(value)
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    raise ValueError(value)
+
+
+def resolve_image_uri(image: str, base: str) -> str:
+    """Absolute URI for an ``image`` field: relative paths are relative to the catalog's folder."""
+    image = unicodedata.normalize("NFC", image.strip())
+    if "://" in image:
+        scheme = image.split("://", 1)[0].lower()
+        if scheme not in storage.SUPPORTED_SCHEMES:
+            raise ValueError(
+                f"unsupported URI scheme {scheme!r} in image {image!r} (supported: local paths, file://, s3://)"
+            )
+        return storage.normalize(image)
+    if os.path.isabs(image):
+        if storage.is_remote(base):
+            raise ValueError(f"image {image!r} is an absolute local path but the catalog is remote ({base})")
+        return os.path.normpath(image)
+    return (
+        storage.normalize(storage.join(base, image))
+        if storage.is_remote(base)
+        else os.path.normpath(os.path.join(base, image))
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Product images.
+
+
+def fetch_product_bytes(uri: str, cfg: PrepareConfig, *, retries: int = 3) -> bytes:
+    """Read a product image's bytes (size-checked), or raise :class:`InvalidInput`."""
+    try:
+        fs, path = storage.filesystem(uri)
+        size = storage.with_retries(lambda: fs.size(path), what=f"stat {uri}", retries=retries)
+    except FileNotFoundError:
+        raise InvalidInput(f"image not found: {uri}") from None
+    except PermissionError:
+        raise InvalidInput(f"image not readable (permission denied): {uri}") from None
+    except (storage.StorageError, ValueError) as exc:
+        raise InvalidInput(f"image unreachable: {exc}") from None
+    if size is not None and size > cfg.max_file_bytes:
+        raise InvalidInput(
+            f"image file is {size} bytes, over the limit of {cfg.max_file_bytes} (prepare.max_file_bytes)"
+        )
+    try:
+        return storage.read_bytes(uri, retries=retries)
+    except FileNotFoundError:
+        raise InvalidInput(f"image not found: {uri}") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"image path is a directory, not a file: {uri}") from None
+    except (storage.StorageError, PermissionError) as exc:
+        raise InvalidInput(f"image unreachable: {exc}") from None
+
+
+def load_product_rgba(uri: str, cfg: PrepareConfig, *, retries: int = 3) -> np.ndarray:
+    """Read and decode a product image to ``(H, W, 4)`` uint8 RGBA, or raise :class:`InvalidInput`."""
+    return decode_product(fetch_product_bytes(uri, cfg, retries=retries), cfg)
+
+
+def decode_product(data: bytes, cfg: PrepareConfig) -> np.ndarray:
+    """Decode image bytes to RGBA following the mode rules in the module docstring."""
+    if not data:
+        raise InvalidInput("image file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > cfg.max_pixels:
+                raise InvalidInput(
+                    f"image is {w}x{h} = {w * h} pixels, over the limit of {cfg.max_pixels} (prepare.max_pixels)"
+                )
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
+            img.load()
+    except InvalidInput:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidInput(f"image rejected as a decompression bomb: {exc}") from None
+    except UnidentifiedImageError:
+        raise InvalidInput("not a recognised image file (corrupt, or not an image)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidInput(f"corrupt or truncated image: {exc}") from None
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception as exc:  # malformed EXIF blocks raise a variety of errors inside Pillow
+        raise InvalidInput(f"corrupt EXIF orientation data: {exc}") from None
+    return to_rgba(img, cfg.white_threshold)
+
+
+def to_rgba(img: Image.Image, white_threshold: int) -> np.ndarray:
+    mode = img.mode
+    has_transparency = "transparency" in img.info
+    if mode in RGBA_MODES or (mode in ("P", "RGB", "L") and has_transparency):
+        rgba = np.asarray(img.convert("RGBA"))
+    elif mode in WHITE_BACKGROUND_MODES:
+        rgba = _white_background_to_rgba(np.asarray(img.convert("RGB")), white_threshold)
+    else:
+        raise InvalidInput(
+            f"unsupported image mode {mode!r} (accepted: {', '.join(RGBA_MODES + WHITE_BACKGROUND_MODES)})"
+        )
+    if not rgba[..., 3].any():
+        raise InvalidInput("the alpha channel is fully transparent: there is no product")
+    return np.ascontiguousarray(rgba)
+
+
+def _white_background_to_rgba(rgb: np.ndarray, white_threshold: int) -> np.ndarray:
+    """Alpha for a product on white: near-white pixels connected to the border are background."""
+    near_white = np.all(rgb >= white_threshold, axis=-1).astype(np.uint8)
+    _, labels = cv2.connectedComponents(near_white, connectivity=4)
+    # Label 0 is every non-white pixel; white components touching the border are the background.
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    background = np.isin(labels, border[border > 0])
+    if not background.any():
+        raise InvalidInput(
+            f"no white background found around the product (an RGB image must show the product on white, "
+            f"pixels >= {white_threshold}, touching the border; or provide an RGBA cut-out)"
+        )
+    if background.all():
+        raise InvalidInput("the image is entirely white background: there is no product")
+    alpha = np.where(background, 0, 255).astype(np.uint8)
+    return np.concatenate([rgb, alpha[..., None]], axis=-1)

@@ -1,0 +1,303 @@
+"""The Ray Data stages of a generation wave: prepare -> generate -> (inspect) -> write.
+
+Each stage maps a batch (``dict[str, np.ndarray]``) to a batch and keeps the columns it does not own.
+A row whose ``error`` column is non-empty is carried through untouched by later stages, so a bad
+input or a failed attempt becomes a row in ``attempts/`` with its reason instead of an exception.
+Resources (pool size, GPUs, batch size) are chosen where ``map_batches`` is called
+(:mod:`pipelines.runner`), never here.
+
+Columns in the stream (R = canvas resolution):
+
+- work item (driver): ``sku_id``, ``row``, ``attempt``, ``seed``, ``prompt``, ``negative_prompt``,
+  ``template``, ``color``, ``image_scale``, ``steer``, ``caption``, ``source_image``, ``error``
+- + prepare: ``product`` (R,R,4) uint8 RGBA, ``mask_image`` (R,R) uint8 (255 = regenerate),
+  ``control_image`` (R,R,3) uint8, ``content_hash`` str, ``prepare_s``
+- + generate: ``image`` (R,R,3) uint8 (product pasted back), ``generate_s``; drops the mask and
+  control image it consumed
+- + inspect (``rfnet.scorer.ScoreStage``): ``prob_<label>``, ``label``, ``p_available``, ``accepted``
+- write: PNGs to ``images/<sku>/<attempt>.png`` (+ ``products/<sku>.png``), then the pixel columns
+  are replaced by their URIs (``image``, ``product``) and ``write_s`` is added.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipelines import storage
+from pipelines.catalog import InvalidInput, decode_product, fetch_product_bytes
+from pipelines.config import GenerateConfig
+from pipelines.device import place
+from pipelines.models import identity, load_components, make_scheduler
+from pipelines.naming import encode_sku
+from pipelines.prepare import composite_on, paste_back, prepare_product
+
+logger = logging.getLogger(__name__)
+
+Batch = dict[str, np.ndarray]
+
+
+def _rows(batch: Batch) -> int:
+    return len(batch["sku_id"])
+
+
+def _errors(batch: Batch) -> list[str]:
+    return [str(e) if e is not None else "" for e in batch["error"]]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Prepare (CPU tasks).
+
+
+def prepare_batch(batch: Batch, cfg: GenerateConfig) -> Batch:
+    """Load and validate each product image and build its canvas product, mask and control image."""
+    n, r = _rows(batch), cfg.prepare.resolution
+    product = np.zeros((n, r, r, 4), np.uint8)
+    mask = np.zeros((n, r, r), np.uint8)
+    control = np.zeros((n, r, r, 3), np.uint8)
+    content_hash = np.array([""] * n, dtype=object)
+    seconds = np.zeros(n, np.float32)
+    errors = _errors(batch)
+    for i in range(n):
+        if errors[i]:
+            continue
+        t0 = time.perf_counter()
+        uri = str(batch["source_image"][i])
+        try:
+            rgba, digest = _load_with_hash(uri, cfg)
+            prepared = prepare_product(rgba, cfg.prepare, float(batch["image_scale"][i]))
+        except InvalidInput as exc:
+            errors[i] = f"invalid input: {exc}"
+        except ValueError as exc:
+            errors[i] = f"invalid input: {exc}"
+        else:
+            product[i], mask[i], control[i] = prepared.product, prepared.mask_image, prepared.control_image
+            content_hash[i] = digest
+        seconds[i] = time.perf_counter() - t0
+    batch.update(
+        product=product,
+        mask_image=mask,
+        control_image=control,
+        content_hash=content_hash,
+        prepare_s=seconds,
+        error=np.array(errors, dtype=object),
+    )
+    return batch
+
+
+def _load_with_hash(uri: str, cfg: GenerateConfig) -> tuple[np.ndarray, str]:
+    """Decoded RGBA and the sha256 (16 hex digits) of the image file's bytes."""
+    data = fetch_product_bytes(uri, cfg.prepare, retries=cfg.storage.retries)
+    return decode_product(data, cfg.prepare), hashlib.sha256(data).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Generate (GPU actor pool).
+
+
+class GenerateStage:
+    """StableDiffusionControlNetInpaintPipeline around the prepared inputs; models load once per actor.
+
+    Noise comes from one CPU ``torch.Generator`` per row seeded with the attempt seed, so an image
+    depends only on its own seed and inputs (not on which other rows share its batch, up to
+    floating-point reduction order). A failing batch is split in halves and retried, so one bad row or
+    an out-of-memory batch costs that row's attempt, not the batch.
+    """
+
+    def __init__(self, cfg: GenerateConfig):
+        from diffusers import StableDiffusionControlNetInpaintPipeline
+
+        self.cfg = cfg
+        g = cfg.generation
+        if g.torch_threads:
+            torch.set_num_threads(g.torch_threads)
+        t0 = time.perf_counter()
+        self.placement = place(g.device, g.dtype, component="generation")
+        m = cfg.models
+        components = load_components(
+            m.base,
+            m.controlnet,
+            dtype=self.placement.dtype,
+            base_revision=m.base_revision,
+            controlnet_revision=m.controlnet_revision,
+        )
+        components["scheduler"] = make_scheduler(g.scheduler, components["scheduler"].config)
+        pipe = StableDiffusionControlNetInpaintPipeline(
+            **components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
+        if m.lora:
+            from pipelines.models import materialize, parse_source
+
+            path, rev = materialize(parse_source(m.lora))
+            pipe.load_lora_weights(path, revision=rev, use_safetensors=True)
+            pipe.fuse_lora(lora_scale=m.lora_scale)
+            pipe.unload_lora_weights()
+        pipe = pipe.to(self.placement.device)
+        if g.channels_last:
+            for module in (pipe.unet, pipe.controlnet, pipe.vae):
+                module.to(memory_format=torch.channels_last)
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe
+        self.load_s = time.perf_counter() - t0
+        self.compile_s = 0.0
+        if g.compile:
+            t1 = time.perf_counter()
+            pipe.unet = torch.compile(pipe.unet, fullgraph=False, dynamic=False)
+            pipe.controlnet = torch.compile(pipe.controlnet, fullgraph=False, dynamic=False)
+            self._warm_up()
+            self.compile_s = time.perf_counter() - t1
+        logger.info(
+            "generation actor ready: %s on %s/%s, load %.1f s, compile %.1f s",
+            m.base,
+            self.placement.device,
+            self.placement.dtype,
+            self.load_s,
+            self.compile_s,
+        )
+
+    def _warm_up(self) -> None:
+        """Run one full batch so torch.compile traces/compiles before real work (cost reported)."""
+        r, b = self.cfg.prepare.resolution, self.cfg.generation.batch_size
+        blank = np.zeros((r, r, 4), np.uint8)
+        blank[r // 4 : 3 * r // 4, r // 4 : 3 * r // 4] = 255
+        self._generate(
+            [blank] * b,
+            [np.full((r, r), 255, np.uint8)] * b,
+            [np.zeros((r, r, 3), np.uint8)] * b,
+            ["warm-up"] * b,
+            [""] * b,
+            list(range(b)),
+        )
+
+    def _generate(self, products, masks, controls, prompts, negatives, seeds) -> np.ndarray:
+        g, r = self.cfg.generation, self.cfg.prepare.resolution
+        white = np.full((r, r, 3), 255, np.uint8)
+        out = self.pipe(
+            prompt=list(prompts),
+            negative_prompt=list(negatives),
+            image=[Image.fromarray(composite_on(p, white)) for p in products],
+            mask_image=[Image.fromarray(m) for m in masks],
+            control_image=[Image.fromarray(c) for c in controls],
+            height=r,
+            width=r,
+            num_inference_steps=g.num_inference_steps,
+            guidance_scale=g.guidance_scale,
+            controlnet_conditioning_scale=g.controlnet_conditioning_scale,
+            generator=[torch.Generator("cpu").manual_seed(int(s)) for s in seeds],
+            output_type="np",
+        )
+        images = (np.clip(out.images, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+        return np.stack([paste_back(img, p) for img, p in zip(images, products, strict=True)])
+
+    def _generate_rows(self, batch: Batch, idx: list[int], images: np.ndarray, errors: list[str]) -> None:
+        try:
+            with torch.inference_mode():
+                out = self._generate(
+                    [batch["product"][i] for i in idx],
+                    [batch["mask_image"][i] for i in idx],
+                    [batch["control_image"][i] for i in idx],
+                    [str(batch["prompt"][i]) for i in idx],
+                    [str(batch["negative_prompt"][i]) for i in idx],
+                    [int(batch["seed"][i]) for i in idx],
+                )
+        except Exception as exc:  # the batch failed; isolate the failing rows by bisection
+            if self.placement.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(idx) > 1:
+                half = len(idx) // 2
+                self._generate_rows(batch, idx[:half], images, errors)
+                self._generate_rows(batch, idx[half:], images, errors)
+                return
+            logger.exception(
+                "generation failed for sku %s attempt %s", batch["sku_id"][idx[0]], batch["attempt"][idx[0]]
+            )
+            errors[idx[0]] = f"generation failed: {type(exc).__name__}: {exc}"
+            return
+        images[idx] = out
+
+    def __call__(self, batch: Batch) -> Batch:
+        t0 = time.perf_counter()
+        n, r = _rows(batch), self.cfg.prepare.resolution
+        errors = _errors(batch)
+        images = np.zeros((n, r, r, 3), np.uint8)
+        todo = [i for i in range(n) if not errors[i]]
+        if todo:
+            self._generate_rows(batch, todo, images, errors)
+        elapsed = time.perf_counter() - t0
+        batch["image"] = images
+        batch["error"] = np.array(errors, dtype=object)
+        batch["generate_s"] = np.full(n, elapsed / max(1, n), np.float32)
+        batch["generate_batch_s"] = np.full(n, elapsed, np.float32)
+        del batch["mask_image"], batch["control_image"]
+        return batch
+
+
+# ----------------------------------------------------------------------------------------------------
+# Write (CPU tasks).
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def image_uri(out: str, sku_id: str, attempt: int) -> str:
+    return storage.join(out, "images", encode_sku(sku_id), f"{attempt}.png")
+
+
+def product_uri(out: str, sku_id: str) -> str:
+    return storage.join(out, "products", f"{encode_sku(sku_id)}.png")
+
+
+def write_batch(batch: Batch, cfg: GenerateConfig, out: str, faults: Any = None) -> Batch:
+    """Write each generated image (and the product, on first sight) and replace pixels by URIs."""
+    faults = faults or storage.FaultInjector(*(cfg.storage.inject_write_failures or (None, 0)))
+    n = _rows(batch)
+    errors = _errors(batch)
+    image_uris = np.array([""] * n, dtype=object)
+    product_uris = np.array([""] * n, dtype=object)
+    seconds = np.zeros(n, np.float32)
+    kw = {"retries": cfg.storage.retries, "faults": faults}
+    for i in range(n):
+        if errors[i]:
+            continue
+        t0 = time.perf_counter()
+        sku, attempt = str(batch["sku_id"][i]), int(batch["attempt"][i])
+        img_uri, prod_uri = image_uri(out, sku, attempt), product_uri(out, sku)
+        try:
+            storage.write_bytes(img_uri, encode_png(batch["image"][i]), **kw)
+            if attempt == 1 or not storage.exists(prod_uri):
+                storage.write_bytes(prod_uri, encode_png(batch["product"][i]), **kw)
+        except storage.StorageError as exc:
+            errors[i] = f"write failed: {exc}"
+        else:
+            image_uris[i], product_uris[i] = img_uri, prod_uri
+        seconds[i] = time.perf_counter() - t0
+    batch["image"] = image_uris
+    batch["product"] = product_uris
+    batch["write_s"] = seconds
+    batch["error"] = np.array(errors, dtype=object)
+    return batch
+
+
+def model_ids(cfg: GenerateConfig) -> dict[str, str]:
+    """Model ids and revisions recorded with every attempt."""
+    base, base_rev = identity(cfg.models.base, cfg.models.base_revision)
+    cn, cn_rev = identity(cfg.models.controlnet, cfg.models.controlnet_revision)
+    ids = {
+        "base_model": base,
+        "base_revision": base_rev,
+        "controlnet_model": cn,
+        "controlnet_revision": cn_rev,
+    }
+    ids["lora"] = cfg.models.lora or ""
+    ids["rfnet_model"] = cfg.inspect.rfnet if cfg.inspect.enabled and cfg.inspect.rfnet else ""
+    return ids

@@ -1,0 +1,224 @@
+"""Storage for catalogs, images and tables: local paths or ``s3://`` through fsspec.
+
+S3 endpoints and credentials come from the standard AWS environment (``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, profiles), which botocore
+reads itself, so a local S3-compatible server works without code changes.
+
+Writes are atomic: local files are written to a temporary name in the target directory and renamed;
+an S3 ``PUT`` is atomic by nature (readers see the old object or the new one, never a part).
+Transient errors are retried with exponential backoff (:func:`with_retries`); after the last try a
+:class:`StorageError` names the URI and the cause, and callers turn it into an error row.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import TypeVar
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SUPPORTED_SCHEMES = ("file", "s3")
+
+
+class StorageError(OSError):
+    """A read or write that failed after all retries; ``str()`` names the URI and the cause."""
+
+
+def scheme(uri: str) -> str:
+    if "://" not in uri:
+        return "file"
+    return uri.split("://", 1)[0].lower()
+
+
+def is_remote(uri: str) -> bool:
+    return scheme(uri) != "file"
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """``(filesystem, path)`` for a local path, ``file://`` URI or ``s3://`` URI."""
+    s = scheme(uri)
+    if s not in SUPPORTED_SCHEMES:
+        raise ValueError(f"unsupported URI scheme {s!r} in {uri!r}; supported: local paths, file://, s3://")
+    if s == "s3":
+        # Endpoint from AWS_ENDPOINT_URL (botocore honours it); passed explicitly too for older botocore.
+        kwargs = {}
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            kwargs["endpoint_url"] = endpoint
+        fs = fsspec.filesystem("s3", client_kwargs=kwargs, skip_instance_cache=False)
+        return fs, uri.removeprefix("s3://").removeprefix("S3://")
+    fs = fsspec.filesystem("file")
+    path = uri.removeprefix("file://")
+    return fs, os.path.abspath(path)
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URI segments with ``/`` (also for local paths, which are absolute after ``normalize``)."""
+    out = base.rstrip("/")
+    for p in parts:
+        out = f"{out}/{p.strip('/')}"
+    return out
+
+
+def normalize(uri: str) -> str:
+    """Absolute local path, or the URI unchanged (trailing slash removed)."""
+    if is_remote(uri):
+        return uri.rstrip("/")
+    return os.path.abspath(uri.removeprefix("file://"))
+
+
+def parent(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[0]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Retries and fault injection.
+
+
+class FaultInjector:
+    """Deterministic write failures for chaos drills: the first ``count`` writes to each path
+    matching ``pattern`` raise ``OSError``. Configured through ``StorageConfig.inject_write_failures``.
+    """
+
+    def __init__(self, pattern: str | None = None, count: int = 0):
+        self.pattern = pattern
+        self.count = count
+        self._seen: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def check(self, path: str) -> None:
+        if not self.pattern or self.count <= 0 or not fnmatch.fnmatch(path, self.pattern):
+            return
+        with self._lock:
+            n = self._seen.get(path, 0)
+            self._seen[path] = n + 1
+        if n < self.count:
+            raise OSError(f"injected write failure {n + 1}/{self.count} for {path}")
+
+
+NO_FAULTS = FaultInjector()
+
+
+# Errors that another try cannot fix: raised at once.
+PERMANENT_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def with_retries(fn: Callable[[], T], *, what: str, retries: int = 3, backoff_s: float = 0.2) -> T:
+    """Run ``fn``; on ``OSError`` retry ``retries`` more times with exponential backoff."""
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except PERMANENT_ERRORS:
+            raise
+        except (OSError, TimeoutError) as exc:  # s3fs/botocore map transport errors to OSError
+            if attempt == retries:
+                raise StorageError(f"{what} failed after {retries + 1} tries: {exc}") from exc
+            delay = backoff_s * (2**attempt)
+            logger.warning("%s failed (%s); retrying in %.1f s", what, exc, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Bytes and tables.
+
+
+def read_bytes(uri: str, *, retries: int = 3) -> bytes:
+    fs, path = filesystem(uri)
+
+    def _read() -> bytes:
+        with fs.open(path, "rb") as f:
+            return f.read()
+
+    try:
+        return with_retries(_read, what=f"read {uri}", retries=retries)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{uri} does not exist") from None
+
+
+def _write_once(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    if isinstance(fs, LocalFileSystem):
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    else:
+        fs.pipe_file(path, data)
+
+
+def write_bytes(uri: str, data: bytes, *, retries: int = 3, faults: FaultInjector = NO_FAULTS) -> None:
+    """Atomically write ``data`` to ``uri`` (replacing it), retrying transient errors."""
+    fs, path = filesystem(uri)
+
+    def _write() -> None:
+        faults.check(path)
+        _write_once(fs, path, data)
+
+    with_retries(_write, what=f"write {uri}", retries=retries)
+
+
+def write_text(uri: str, text: str, **kwargs) -> None:
+    write_bytes(uri, text.encode("utf-8"), **kwargs)
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.exists(path)
+
+
+def list_files(uri: str, suffix: str = "") -> list[str]:
+    """Files directly under the directory ``uri`` whose name ends with ``suffix``, as full URIs, sorted.
+
+    Temporary files (leading ``.``) are skipped. A missing directory gives ``[]``.
+    """
+    fs, path = filesystem(uri)
+    try:
+        entries = fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return []
+    out = []
+    for e in entries:
+        name = e["name"].rstrip("/").rsplit("/", 1)[-1]
+        if e.get("type") == "file" and name.endswith(suffix) and not name.startswith("."):
+            out.append(join(uri, name))
+    return sorted(out)
+
+
+def write_parquet(uri: str, table: pa.Table, **kwargs) -> None:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    write_bytes(uri, buf.getvalue(), **kwargs)
+
+
+def read_parquet(uri: str) -> pa.Table:
+    return pq.read_table(io.BytesIO(read_bytes(uri)))
+
+
+def read_parquet_dir(uri: str, schema: pa.Schema | None = None) -> pa.Table | None:
+    """Concatenate every ``*.parquet`` directly under ``uri``; ``None`` if there is none."""
+    tables = [read_parquet(f) for f in list_files(uri, ".parquet")]
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="permissive")

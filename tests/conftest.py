@@ -1,0 +1,100 @@
+"""Shared fixtures. Ray tests share one local cluster, started lazily and reused by every test.
+
+Two Ray clusters on one machine at once break Ray Train, so a test that needs a different cluster
+(the multi-node one) stops the shared cluster first with ``shared_ray.stop()``; the next test that
+asks for ``ray_cluster`` starts it again.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+PRODUCTS = SHARED / "data" / "products"
+CRDS = SHARED / "data" / "kuberay-crds"
+
+# Logical CPUs for the shared cluster: actors take fractions, so 8 logical CPUs on a 2-core machine
+# keep read/write tasks from starving behind model actors.
+RAY_NUM_CPUS = 8
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RayCluster:
+    gcs_address: str
+    dashboard_url: str | None
+
+
+class SharedRay:
+    cluster: RayCluster | None = None
+
+    @classmethod
+    def ensure(cls) -> RayCluster:
+        import ray
+
+        if cls.cluster is not None and ray.is_initialized():
+            return cls.cluster
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        dashboard_port = free_port()
+        ctx = ray.init(
+            num_cpus=RAY_NUM_CPUS,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=dashboard_port,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+        url = ctx.dashboard_url
+        cls.cluster = RayCluster(
+            gcs_address=ray.get_runtime_context().gcs_address,
+            dashboard_url=f"http://{url}" if url and not url.startswith("http") else url,
+        )
+        return cls.cluster
+
+    @classmethod
+    def stop(cls) -> None:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        cls.cluster = None
+
+
+@pytest.fixture
+def ray_cluster() -> RayCluster:
+    """The shared local Ray cluster (started on first use)."""
+    return SharedRay.ensure()
+
+
+@pytest.fixture
+def shared_ray() -> type[SharedRay]:
+    return SharedRay
+
+
+def pytest_sessionfinish(session, exitstatus):
+    SharedRay.stop()
+
+
+@pytest.fixture
+def products_dir() -> Path:
+    """Real product cut-outs shipped beside the repository; the test skips if they are absent."""
+    if not PRODUCTS.is_dir() or not list(PRODUCTS.glob("*.png")):
+        pytest.skip(f"real product cut-outs not found at {PRODUCTS}")
+    return PRODUCTS
+
+
+@pytest.fixture
+def crds_dir() -> Path:
+    if not CRDS.is_dir():
+        pytest.skip(f"KubeRay CRDs not found at {CRDS}")
+    return CRDS
