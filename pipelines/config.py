@@ -271,6 +271,23 @@ class GenerationConfig(ConfigBase):
     num_gpus: float = Field(1.0, ge=0.0)  # GPUs per actor; 0 runs on CPU
     num_cpus: float = Field(1.0, gt=0.0)  # CPUs reserved per actor
     torch_threads: int | None = Field(None, ge=1)  # intra-op CPU threads per actor (None: torch default)
+    # Custom Ray resources per actor, e.g. {"accelerator_type:H100": 0.001} to pin a GPU model, or a
+    # stand-in such as {"fake_gpu": 1} in tests. Placement only; the amounts are Ray's logical units.
+    resources: dict[str, float] = {}
+
+    @field_validator("resources")
+    @classmethod
+    def _custom_resources(cls, v: dict[str, float]) -> dict[str, float]:
+        reserved = sorted({"CPU", "GPU", "memory", "object_store_memory"} & set(v))
+        if reserved:
+            raise ValueError(
+                f"generation.resources holds {reserved}; set CPUs and GPUs with generation.num_cpus / "
+                "generation.num_gpus, and keep resources for custom Ray resources"
+            )
+        negative = {k: x for k, x in v.items() if not x >= 0}
+        if negative:
+            raise ValueError(f"generation.resources amounts must be >= 0, got {negative}")
+        return v
 
 
 class InspectConfig(ConfigBase):
@@ -347,6 +364,7 @@ class GenerateConfig(ConfigBase):
         "generation.num_gpus",
         "generation.num_cpus",
         "generation.torch_threads",
+        "generation.resources",
         "inspect.batch_size",
         "inspect.concurrency",
         "inspect.num_gpus",

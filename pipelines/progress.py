@@ -71,12 +71,12 @@ class Progress:
         self.attempts[outcome] += n
         if outcome != "failed":
             self.images += n
-        if self._metrics:
+        if self._metrics and n > 0:  # Ray counters reject inc(0)
             self._metrics.attempts.inc(n, tags={**self._metrics.tags, "outcome": outcome})
 
     def item(self, status: str, n: int = 1) -> None:
         self.items[status] += n
-        if self._metrics:
+        if self._metrics and n > 0:  # Ray counters reject inc(0); a catalog without errors counts 0
             self._metrics.items.inc(n, tags={**self._metrics.tags, "status": status})
 
     @property

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import platform
 import time
 import uuid
@@ -128,11 +129,12 @@ def ensure_ray(cfg: GenerateConfig) -> None:
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = {"configure_logging": False, "log_to_driver": True}
-    if cfg.run.ray_address:
-        ray.init(address=cfg.run.ray_address, **kwargs)
+    address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:  # an explicit cluster (RAY_ADDRESS is set by `ray job submit` and in KubeRay pods)
+        ray.init(address=address, **kwargs)
     else:
-        # RAY_ADDRESS (set by `ray job submit`) wins inside ray.init; otherwise a local Ray starts.
-        ray.init(num_cpus=cfg.run.ray_num_cpus, **kwargs)
+        # A new local Ray; "local" never attaches to a cluster another process started on this machine.
+        ray.init(address="local", num_cpus=cfg.run.ray_num_cpus, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -174,8 +176,14 @@ def _work_rows(plans: list[tuple[CatalogItem, Any]], cfg: GenerateConfig) -> lis
     return rows
 
 
-def build_wave_dataset(rows: list[dict[str, Any]], cfg: GenerateConfig, out: str):
-    """The Ray Data pipeline of one wave (lazy; executed by iterating it)."""
+def build_wave_dataset(
+    rows: list[dict[str, Any]], cfg: GenerateConfig, out: str, inspect_stage: type | None = None
+):
+    """The Ray Data pipeline of one wave (lazy; executed by iterating it).
+
+    ``inspect_stage`` replaces the RFNet stage (same column contract as ``rfnet.scorer.ScoreStage``,
+    constructed with the same keyword arguments); ``None`` uses :class:`pipelines.inspect.InspectStage`.
+    """
     import ray
 
     g, ins, run = cfg.generation, cfg.inspect, cfg.run
@@ -196,12 +204,14 @@ def build_wave_dataset(rows: list[dict[str, Any]], cfg: GenerateConfig, out: str
         compute=ray.data.ActorPoolStrategy(size=g.concurrency),
         num_gpus=g.num_gpus,
         num_cpus=g.num_cpus,
+        resources=dict(g.resources),
     )
     if ins.enabled:
-        from pipelines.inspect import InspectStage
+        if inspect_stage is None:
+            from pipelines.inspect import InspectStage as inspect_stage
 
         ds = ds.map_batches(
-            InspectStage,
+            inspect_stage,
             fn_constructor_kwargs={
                 "source": ins.rfnet,
                 "device": ins.device,
@@ -258,11 +268,12 @@ class RunSummary:
 class CatalogRun:
     """One ``generate`` or ``refresh`` run over a catalog into an output store."""
 
-    def __init__(self, cfg: GenerateConfig, mode: str = "generate"):
+    def __init__(self, cfg: GenerateConfig, mode: str = "generate", *, inspect_stage: type | None = None):
         cfg.check_ready()
         if mode not in ("generate", "refresh"):
             raise ValueError(f"mode must be 'generate' or 'refresh', got {mode!r}")
         self.cfg, self.mode = cfg, mode
+        self.inspect_stage = inspect_stage
         self.out = storage.normalize(cfg.out)
         self.store = OutputStore(self.out, retries=cfg.storage.retries)
         self.config_hash = cfg.config_hash()
@@ -467,7 +478,7 @@ class CatalogRun:
         )
         base = {"run_id": self.run_id, "config_hash": self.config_hash, **self.ids}
         rows = _work_rows(plans, cfg)
-        ds = build_wave_dataset(rows, cfg, self.out)
+        ds = build_wave_dataset(rows, cfg, self.out, self.inspect_stage)
         t0 = time.monotonic()
         buffer: list[dict[str, Any]] = []
         last_flush = t0
@@ -594,9 +605,11 @@ def versions() -> dict[str, str]:
     }
 
 
-def run_catalog(cfg: GenerateConfig, mode: str = "generate") -> RunSummary:
+def run_catalog(
+    cfg: GenerateConfig, mode: str = "generate", *, inspect_stage: type | None = None
+) -> RunSummary:
     """Run ``generate`` (or ``refresh``) with ``cfg``; see :class:`CatalogRun`."""
     try:
-        return CatalogRun(cfg, mode).run()
+        return CatalogRun(cfg, mode, inspect_stage=inspect_stage).run()
     except LeaseHeld as exc:
         raise ConfigError(str(exc)) from None

@@ -47,6 +47,9 @@ class SharedRay:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         dashboard_port = free_port()
         ctx = ray.init(
+            # "local": always a new cluster, never one a stale /tmp/ray/ray_current_cluster points at
+            # (left behind by a `ray start --head` that was terminated).
+            address="local",
             num_cpus=RAY_NUM_CPUS,
             include_dashboard=True,
             dashboard_host="127.0.0.1",

@@ -1,0 +1,100 @@
+"""The stages without Ray: preparation of real cut-outs, generation with paste-back, the write stage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines import storage
+from pipelines.config import GenerateConfig, load_config
+from pipelines.stages import GenerateStage, prepare_batch, write_batch
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(GenerateConfig, preset="tiny", overrides={"generation.num_inference_steps": 3})
+
+
+@pytest.fixture(scope="module")
+def stage(cfg):
+    return GenerateStage(cfg)
+
+
+def work_batch(paths, scales, seeds=None):
+    n = len(paths)
+    return {
+        "sku_id": np.array([f"S{i}" for i in range(n)], dtype=object),
+        "attempt": np.ones(n, np.int64),
+        "seed": np.array(seeds or list(range(1, n + 1)), np.int64),
+        "prompt": np.array(["a product on a table"] * n, dtype=object),
+        "negative_prompt": np.array(["blurry"] * n, dtype=object),
+        "image_scale": np.array(scales, np.float64),
+        "caption": np.array(["a thing"] * n, dtype=object),
+        "source_image": np.array([str(p) for p in paths], dtype=object),
+        "error": np.array([""] * n, dtype=object),
+    }
+
+
+def test_real_cutouts_generate_with_product_unchanged(products_dir, cfg, stage):
+    paths = sorted(products_dir.glob("*.png"))
+    batch = prepare_batch(work_batch(paths, [0.72] * len(paths)), cfg)
+    assert not any(batch["error"]), batch["error"]
+    products = batch["product"].copy()
+    out = stage(batch)
+    assert out["image"].shape == (len(paths), 128, 128, 3) and "mask_image" not in out
+    for img, product in zip(out["image"], products, strict=True):
+        opaque = product[..., 3] == 255
+        assert opaque.sum() > 500
+        assert np.array_equal(img[opaque], product[..., :3][opaque])  # byte-identical product pixels
+        assert img[product[..., 3] == 0].std() > 1  # the background was generated
+
+
+def test_seed_determines_the_image_not_the_batch(tmp_path, cfg, stage):
+    a = np.zeros((80, 60, 4), np.uint8)
+    a[10:70, 10:50] = (200, 30, 30, 255)
+    path = tmp_path / "p.png"
+    Image.fromarray(a).save(path)
+    single = stage(prepare_batch(work_batch([path], [0.7], seeds=[5]), cfg))["image"][0]
+    batched = stage(prepare_batch(work_batch([path] * 3, [0.7] * 3, seeds=[9, 5, 7]), cfg))["image"]
+    assert np.abs(single.astype(int) - batched[1].astype(int)).max() <= 1  # same seed, other batch-mates
+    assert not np.array_equal(batched[0], batched[1])
+
+
+def test_bad_rows_pass_through_with_reasons(tmp_path, cfg, stage):
+    (tmp_path / "bad.png").write_bytes(b"garbage")
+    good = tmp_path / "good.png"
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[5:35, 5:35] = (0, 0, 255, 255)
+    Image.fromarray(rgba).save(good)
+    batch = prepare_batch(work_batch([tmp_path / "bad.png", tmp_path / "none.png", good], [0.7] * 3), cfg)
+    assert batch["error"][0].startswith("invalid input: not a recognised image")
+    assert batch["error"][1].startswith("invalid input: image not found")
+    out = stage(batch)
+    assert not out["error"][2] and out["image"][2].any() and not out["image"][0].any()
+
+
+def test_write_stage_retries_then_reports(tmp_path, cfg, stage):
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[5:35, 5:35] = (0, 200, 0, 255)
+    Image.fromarray(rgba).save(tmp_path / "g.png")
+    batch = stage(prepare_batch(work_batch([tmp_path / "g.png"] * 2, [0.7, 0.7]), cfg))
+    flaky = cfg.model_copy(
+        update={
+            "storage": cfg.storage.model_copy(
+                update={"inject_write_failures": ("*/images/S0/*", 2), "backoff_s": 0.0}
+            )
+        }
+    )
+    out = write_batch(dict(batch), flaky, str(tmp_path / "out"))
+    assert list(out["error"]) == ["", ""] and storage.exists(out["image"][0])  # 2 failures < 1 + 3 retries
+    broken = cfg.model_copy(
+        update={
+            "storage": cfg.storage.model_copy(
+                update={"inject_write_failures": ("*/images/S1/*", 9), "backoff_s": 0.0}
+            )
+        }
+    )
+    out = write_batch(dict(batch), broken, str(tmp_path / "out2"))
+    assert out["error"][0] == "" and out["error"][1].startswith("write failed: write ")
+    assert "after 4 tries: injected write failure" in out["error"][1] and out["image"][1] == ""
