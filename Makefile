@@ -1,6 +1,7 @@
 # One command per concern. Every target creates/updates .venv first, so a fresh clone needs nothing
-# installed by hand. torch is pinned to the CPU wheel here; on GPU images install the CUDA build first
-# (see cluster/Dockerfile) and `pip install -e .` keeps it (pyproject only asks for torch>=2.4).
+# installed by hand. Versions are pinned by cluster/requirements.txt (the same pins as the container
+# image); torch is the CPU wheel here; on GPU images the CUDA build is installed first (cluster/Dockerfile)
+# and `pip install -e .` keeps it (pyproject only asks for torch>=2.4).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,11 +12,11 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile cluster/requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_CPU)"
-	$(BIN)/python -m pip install -q -e ".[test]" "$(TORCH_CPU)"
+	$(BIN)/python -m pip install -q -c cluster/requirements.txt -e ".[test]" "$(TORCH_CPU)"
 	touch $(STAMP)
 
 demo: $(STAMP)
