@@ -1,0 +1,152 @@
+"""Product canonicalisation, example decoding and the deterministic train/val split."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rfnet.data import ExampleError, Sample, canonical_product, load_example, split_samples
+
+
+def png_bytes(array: np.ndarray, mode: str, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array, mode).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def product_on_canvas(h=200, w=300, box=(40, 90, 100, 130), colour=(10, 200, 30)) -> np.ndarray:
+    """A canvas with alpha 0 everywhere except an opaque (top, left, height, width) box; the
+    transparent pixels hold garbage colour, as real cut-outs often do."""
+    rgba = np.zeros((h, w, 4), np.uint8)
+    rgba[..., :3] = (255, 0, 255)
+    top, left, bh, bw = box
+    rgba[top : top + bh, left : left + bw] = (*colour, 255)
+    return rgba
+
+
+def test_canonical_product_crops_to_alpha_pads_square_and_resizes():
+    out = canonical_product(product_on_canvas(), 64)
+    assert out.shape == (64, 64, 4) and out.dtype == np.uint8
+    alpha = out[..., 3] > 0
+    rows, cols = np.flatnonzero(alpha.any(1)), np.flatnonzero(alpha.any(0))
+    # 100 x 130 box -> the long side fills the square, the short side is centred with padding.
+    assert (cols[0], cols[-1]) == (0, 63)
+    assert abs((rows[0] + rows[-1]) / 2 - 31.5) <= 1
+    assert 47 <= rows.size <= 51
+    # Transparent padding is all zeros; garbage colour under alpha 0 never bleeds into the product.
+    assert not out[~alpha].any()
+    interior = out[alpha & (out[..., 3] == 255)][:, :3]
+    assert np.abs(interior.astype(int) - (10, 200, 30)).max() <= 1
+
+
+def test_canonical_product_is_independent_of_placement_on_the_canvas():
+    a = canonical_product(product_on_canvas(box=(10, 10, 100, 130)), 48)
+    b = canonical_product(product_on_canvas(h=500, w=400, box=(300, 200, 100, 130)), 48)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_canonical_product_edges_keep_colour_under_partial_alpha():
+    rgba = product_on_canvas(h=101, w=101, box=(0, 0, 101, 101), colour=(200, 40, 40))
+    rgba[:, :, 3] = np.tile(np.linspace(255, 0, 101).astype(np.uint8), (101, 1))
+    out = canonical_product(rgba, 20)
+    visible = out[..., 3] >= 16
+    assert np.abs(out[visible][:, :3].astype(int) - (200, 40, 40)).max() <= 8
+
+
+def test_canonical_product_empty_alpha_and_rgb_inputs():
+    empty = np.zeros((30, 40, 4), np.uint8)
+    empty[..., :3] = 255
+    assert not canonical_product(empty, 16).any()
+    rgb = np.full((30, 60, 3), 90, np.uint8)
+    out = canonical_product(rgb, 16)  # no alpha: the whole photo is the product
+    assert (out[4:12, :, 3] == 255).all() and not out[:3].any() and not out[13:].any()
+    with pytest.raises(ValueError, match=r"\(H, W, 4\)"):
+        canonical_product(np.zeros((4, 4), np.uint8), 8)
+    with pytest.raises(ValueError, match="uint8"):
+        canonical_product(np.zeros((4, 4, 4), np.float32), 8)
+
+
+def test_load_example_decodes_any_mode_and_canonicalises_the_product(tmp_path):
+    grey = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (48, 1))
+    (tmp_path / "img.png").write_bytes(png_bytes(grey, "L"))
+    palette = Image.fromarray(product_on_canvas(h=50, w=50, box=(5, 5, 40, 20))[..., :3]).convert("P")
+    palette.info["transparency"] = 0
+    product = product_on_canvas(h=50, w=50, box=(5, 5, 40, 20))
+    (tmp_path / "prod.png").write_bytes(png_bytes(product, "RGBA"))
+    sample = Sample(str(tmp_path / "img.png"), 3, str(tmp_path / "prod.png"), "a green box", "label.txt:2")
+    ex = load_example(sample, image_size=32, product_size=24)
+    assert ex["image"].shape == (32, 32, 3) and ex["image"].dtype == np.uint8
+    assert (ex["image"][..., 0] == ex["image"][..., 1]).all()  # greyscale replicated to RGB
+    assert ex["image"][0, 0, 0] < 20 and ex["image"][0, -1, 0] > 230  # left-to-right ramp kept
+    np.testing.assert_array_equal(ex["product"], canonical_product(product, 24))
+    assert ex["has_product"] is True and ex["label"] == 3 and ex["caption"] == "a green box"
+
+    buf = io.BytesIO()
+    palette.save(buf, format="PNG")  # palette with a transparent index: decoded without a warning
+    (tmp_path / "palette.png").write_bytes(buf.getvalue())
+    assert load_example(Sample(str(tmp_path / "palette.png"), 0), image_size=8, product_size=8)["image"].any()
+
+    bare = load_example(Sample(str(tmp_path / "img.png"), -1), image_size=16, product_size=8)
+    assert bare["has_product"] is False and not bare["product"].any() and bare["label"] == -1
+
+
+def test_load_example_names_the_unreadable_file(tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    sample = Sample(str(tmp_path / "broken.png"), 0, source="label.txt:9")
+    with pytest.raises(ExampleError, match=r"broken\.png.*label\.txt:9"):
+        load_example(sample, image_size=8, product_size=8)
+    (tmp_path / "ok.png").write_bytes(png_bytes(np.zeros((4, 4, 3), np.uint8), "RGB"))
+    missing_product = Sample(str(tmp_path / "ok.png"), 0, str(tmp_path / "gone.png"), source="x:1")
+    with pytest.raises(ExampleError, match=r"product .*gone\.png"):
+        load_example(missing_product, image_size=8, product_size=8)
+
+
+def make_samples(n: int, root: str = "/data/rf1m", classes: int = 6) -> list[Sample]:
+    return [Sample(f"{root}/images/{i:05d}.png", i % classes) for i in range(n)]
+
+
+def test_split_is_deterministic_and_independent_of_order():
+    samples = make_samples(600)
+    train, val = split_samples(samples, 0.2, seed=7)
+    assert len(train) + len(val) == 600 and not {s.image for s in train} & {s.image for s in val}
+    assert 90 <= len(val) <= 150
+    shuffled = samples[:]
+    random.Random(0).shuffle(shuffled)
+    _, val2 = split_samples(shuffled, 0.2, seed=7)
+    assert {s.image for s in val2} == {s.image for s in val}
+    _, val_other_seed = split_samples(samples, 0.2, seed=8)
+    assert {s.image for s in val_other_seed} != {s.image for s in val}
+
+
+def test_split_is_stable_under_appends_and_dataset_moves():
+    samples = make_samples(300)
+    _, val = split_samples(samples, 0.25, seed=1)
+    grown = samples + [Sample(f"/data/rf1m/images/new{i}.png", i % 6) for i in range(200)]
+    _, val_grown = split_samples(grown, 0.25, seed=1)
+    assert {s.image for s in val} <= {s.image for s in val_grown}
+    assert not {s.image for s in samples} & ({s.image for s in val_grown} - {s.image for s in val})
+    moved = make_samples(300, root="s3://bucket/copies/rf1m")
+    _, val_moved = split_samples(moved, 0.25, seed=1)
+    assert {s.image.rsplit("/", 1)[1] for s in val_moved} == {s.image.rsplit("/", 1)[1] for s in val}
+
+
+def test_split_puts_every_class_with_two_samples_in_val_and_train():
+    rare = [
+        Sample("/d/images/rare_a.png", 5),
+        Sample("/d/images/rare_b.png", 5),
+        Sample("/d/images/one.png", 4),
+    ]
+    samples = make_samples(40, root="/d", classes=4) + rare
+    for seed in range(20):
+        train, val = split_samples(samples, 0.05, seed=seed)
+        for label in range(4):
+            assert any(s.label == label for s in val) and any(s.label == label for s in train)
+        assert sum(s.label == 5 for s in val) == 1 and sum(s.label == 5 for s in train) == 1
+    train, val = split_samples(samples, 0.0, seed=0)
+    assert val == [] and train == samples
+    with pytest.raises(ValueError, match="val_fraction"):
+        split_samples(samples, 1.0, seed=0)
