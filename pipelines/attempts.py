@@ -10,16 +10,20 @@ Defect steering (``retry.steering = "defect"``) changes what the predicted defec
 previous verdict       next attempt
 =====================  =========================================================================
 size_mismatch          ``image_scale`` moves to the value in the allowed range farthest from every
-                       scale tried so far (first retry: the other end of the range)
-indistinctiveness      another colour and another template (contrast with the product)
-space_mismatch         a *grounded* template (the product stands on a surface), not the last one
-shape_hallucination    another template, and a negative prompt against shapes merged with the product
-unsuitable             another template and colour
+                       scale tried so far (first retry: the other end of the range); scene kept
+indistinctiveness      another colour and another template (contrast with the product); scale kept
+space_mismatch         a *grounded* template (the product stands on a surface), not the last one;
+                       colour and scale kept
+shape_hallucination    another template, and a negative prompt against shapes merged with the
+                       product; colour and scale kept
+unsuitable             another template and colour; scale kept
 (error / no verdict)   a new seed only
 =====================  =========================================================================
 
-``retry.steering = "reseed"`` is the paper's recurrent generation: each attempt draws template,
-colour and scale from its own seed, ignoring the verdict.
+A steered retry keeps every parameter the verdict did not implicate: a verdict names one defect, so
+what it did not complain about is the best guess there is. ``retry.steering = "reseed"`` is the
+paper's recurrent generation: each attempt draws template, colour and scale from its own seed,
+ignoring the verdict.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 
 from pipelines.catalog import CatalogItem
 from pipelines.config import GenerateConfig
-from pipelines.prompts import choose_prompt
+from pipelines.prompts import choose_prompt, render
 
 SHAPE_NEGATIVE = "objects merged with the product, extended product shape, duplicated product, attached parts"
 SCALE_CANDIDATES = 7  # evenly spaced scales in the allowed range considered by size steering
@@ -95,7 +99,11 @@ def plan_attempt(
     label = previous.label if steering and previous is not None else ""
 
     # A catalog image_scale is kept on every attempt, unless a Size Mismatch verdict says it is wrong.
+    # A steered retry keeps what the verdict did not implicate (the previous scale, template, colour)
+    # and changes only what it points at.
     scale = item.image_scale if item.image_scale is not None else _draw_scale(cfg, seed)
+    if label and previous is not None and previous.image_scale > 0:
+        scale = previous.image_scale
     steer = ""
     if label == "size_mismatch":
         scale = _farthest_scale(cfg, [h.image_scale for h in history])
@@ -116,15 +124,20 @@ def plan_attempt(
         )
 
     prompts = cfg.prompts
+    kept_color = previous.color if previous is not None and previous.color else None
     if label == "space_mismatch":
         choice = choose_prompt(prompts, seed, grounded_only=True, avoid_template=previous.template)
+        choice = render(prompts, choice.template_index, kept_color or choice.color)
         steer = "grounded_template"
-    elif label == "indistinctiveness" or label == "unsuitable":
+    elif label in ("indistinctiveness", "unsuitable"):
         choice = choose_prompt(prompts, seed, avoid_template=previous.template, avoid_color=previous.color)
         steer = "template_and_color"
     elif label == "shape_hallucination":
         choice = choose_prompt(prompts, seed, avoid_template=previous.template)
+        choice = render(prompts, choice.template_index, kept_color or choice.color)
         steer = "template_and_negative_prompt"
+    elif label and previous is not None and previous.template >= 0:  # size_mismatch: keep the scene
+        choice = render(prompts, previous.template, previous.color)
     else:
         choice = choose_prompt(prompts, seed)
     negative = item.negative_prompt if item.negative_prompt is not None else choice.negative_prompt

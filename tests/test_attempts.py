@@ -39,6 +39,7 @@ def test_size_mismatch_moves_the_scale_far_from_tried_ones():
     lo, hi = CFG.prepare.image_scale_range
     assert p2.steer == "image_scale"
     assert p2.image_scale in (lo, hi) and abs(p2.image_scale - p1.image_scale) >= (hi - lo) / 2 - 1e-6
+    assert (p2.template, p2.color, p2.prompt) == (p1.template, p1.color, p1.prompt)  # scene kept
     p3 = plan_attempt(ITEM, 3, CFG, [prev(1, "size_mismatch", p1), prev(2, "size_mismatch", p2)])
     assert min(abs(p3.image_scale - p.image_scale) for p in (p1, p2)) > 0.02
 
@@ -49,6 +50,8 @@ def test_defect_specific_steering():
     assert CFG.prompts.templates[space.template].grounded and space.template != p1.template
     indis = plan_attempt(ITEM, 2, CFG, [prev(1, "indistinctiveness", p1)])
     assert indis.template != p1.template and indis.color != p1.color
+    assert indis.image_scale == space.image_scale == p1.image_scale  # not implicated: kept
+    assert space.color == p1.color
     shape = plan_attempt(ITEM, 2, CFG, [prev(1, "shape_hallucination", p1)])
     assert shape.negative_prompt.endswith(SHAPE_NEGATIVE) and shape.template != p1.template
 
