@@ -146,6 +146,29 @@ def test_generate_output_contract(ray_cluster, sample_catalog, tmp_path):
     (out / "report.html").unlink()
     assert cli(["report", "--out", str(out)]) == 0 and (out / "report.html").is_file()
 
+    # the human-feedback loop: export attempts for labelling, label them, import as RF1M training data
+    sheet = tmp_path / "sheet.csv"
+    assert cli(["report", "--out", str(out), "--export-labels", str(sheet)]) == 0
+    import csv
+
+    with sheet.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(attempts)
+    for i, row in enumerate(rows):
+        row["human_label"] = "Available" if i % 2 == 0 else "size mismatch"
+    with sheet.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    dataset = tmp_path / "labelled"
+    assert cli(["report", "--import-labels", str(sheet), "--dataset", str(dataset)]) == 0
+    from rfnet.data import read_rf1m
+
+    index = read_rf1m(str(dataset))
+    assert len(index.samples) == len(attempts) and not index.problems
+    assert Counter(s.label for s in index.samples) == {0: (len(rows) + 1) // 2, 3: len(rows) // 2}
+    assert all(s.product for s in index.samples)
+
 
 def _images(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted((out / "images").rglob("*.png"))}
