@@ -95,7 +95,8 @@ def export_for_labelling(out: str, dest: str, *, only: str = "all") -> str:
         raise ValueError(
             f"attempts table at {attempts_dir} lacks columns {missing}; it has {table.column_names}"
         )
-    rows = table.to_pylist()
+    # Attempts that produced no image (failed generation or write) have nothing to label.
+    rows = [r for r in table.to_pylist() if r["image"]]
     if only != "all":
         if "accepted" not in table.column_names:
             raise ValueError(
