@@ -337,11 +337,13 @@ def resolve_image_uri(image: str, base: str) -> str:
 # Product images.
 
 
-def fetch_product_bytes(uri: str, cfg: PrepareConfig, *, retries: int = 3) -> bytes:
+def fetch_product_bytes(
+    uri: str, cfg: PrepareConfig, *, policy: storage.RetryPolicy = storage.DEFAULT_RETRY
+) -> bytes:
     """Read a product image's bytes (size-checked), or raise :class:`InvalidInput`."""
     try:
         fs, path = storage.filesystem(uri)
-        size = storage.with_retries(lambda: fs.size(path), what=f"stat {uri}", retries=retries)
+        size = storage.with_retries(lambda: fs.size(path), what=f"stat {uri}", policy=policy)
     except FileNotFoundError:
         raise InvalidInput(f"image not found: {uri}") from None
     except PermissionError:
@@ -353,7 +355,7 @@ def fetch_product_bytes(uri: str, cfg: PrepareConfig, *, retries: int = 3) -> by
             f"image file is {size} bytes, over the limit of {cfg.max_file_bytes} (prepare.max_file_bytes)"
         )
     try:
-        return storage.read_bytes(uri, retries=retries)
+        return storage.read_bytes(uri, policy=policy)
     except FileNotFoundError:
         raise InvalidInput(f"image not found: {uri}") from None
     except IsADirectoryError:
@@ -362,9 +364,11 @@ def fetch_product_bytes(uri: str, cfg: PrepareConfig, *, retries: int = 3) -> by
         raise InvalidInput(f"image unreachable: {exc}") from None
 
 
-def load_product_rgba(uri: str, cfg: PrepareConfig, *, retries: int = 3) -> np.ndarray:
+def load_product_rgba(
+    uri: str, cfg: PrepareConfig, *, policy: storage.RetryPolicy = storage.DEFAULT_RETRY
+) -> np.ndarray:
     """Read and decode a product image to ``(H, W, 4)`` uint8 RGBA, or raise :class:`InvalidInput`."""
-    return decode_product(fetch_product_bytes(uri, cfg, retries=retries), cfg)
+    return decode_product(fetch_product_bytes(uri, cfg, policy=policy), cfg)
 
 
 def decode_product(data: bytes, cfg: PrepareConfig) -> np.ndarray:

@@ -322,6 +322,12 @@ class StorageConfig(ConfigBase):
     # Chaos drills only: the first N writes to each path matching the glob fail.
     inject_write_failures: tuple[str, int] | None = None
 
+    def policy(self):
+        """The :class:`pipelines.storage.RetryPolicy` these settings describe."""
+        from pipelines.storage import RetryPolicy
+
+        return RetryPolicy(retries=self.retries, backoff_s=self.backoff_s)
+
 
 class RunConfig(ConfigBase):
     """Stream and driver settings that do not change outputs."""

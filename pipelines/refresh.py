@@ -42,11 +42,11 @@ def item_hash(bytes_hash: str, item: CatalogItem, config_hash: str) -> str:
     return hashlib.sha256(f"{bytes_hash}|{item.fields_hash()}|{config_hash}".encode()).hexdigest()[:16]
 
 
-def _hash_batch(batch: dict[str, Any], retries: int) -> dict[str, Any]:
+def _hash_batch(batch: dict[str, Any], policy: storage.RetryPolicy) -> dict[str, Any]:
     hashes = []
     for uri in batch["image"]:
         try:
-            hashes.append(hashlib.sha256(storage.read_bytes(str(uri), retries=retries)).hexdigest()[:16])
+            hashes.append(hashlib.sha256(storage.read_bytes(str(uri), policy=policy)).hexdigest()[:16])
         except (OSError, ValueError):
             hashes.append("")  # unreadable now: the item is processed and gets a precise error row
     batch["bytes_hash"] = hashes
@@ -64,7 +64,7 @@ def hash_images(items: list[CatalogItem], cfg: GenerateConfig) -> dict[str, str]
     ensure_ray(cfg)
     rows = [{"sku_id": it.sku_id, "image": it.image} for it in items]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // 64, 256)))
-    ds = ds.map_batches(_hash_batch, fn_kwargs={"retries": cfg.storage.retries}, batch_size=64, num_cpus=0.25)
+    ds = ds.map_batches(_hash_batch, fn_kwargs={"policy": cfg.storage.policy()}, batch_size=64, num_cpus=0.25)
     out: dict[str, str] = {}
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         out.update(zip(batch["sku_id"].to_pylist(), batch["bytes_hash"].to_pylist(), strict=True))

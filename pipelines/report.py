@@ -96,7 +96,7 @@ def summarize(
 
 def _thumb(uri: str) -> str | None:
     try:
-        img = Image.open(io.BytesIO(storage.read_bytes(uri, retries=1)))
+        img = Image.open(io.BytesIO(storage.read_bytes(uri, policy=storage.RetryPolicy(retries=1))))
         img.thumbnail((THUMB, THUMB))
         buf = io.BytesIO()
         if img.mode == "RGBA":

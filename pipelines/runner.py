@@ -275,7 +275,7 @@ class CatalogRun:
         self.cfg, self.mode = cfg, mode
         self.inspect_stage = inspect_stage
         self.out = storage.normalize(cfg.out)
-        self.store = OutputStore(self.out, retries=cfg.storage.retries)
+        self.store = OutputStore(self.out, policy=cfg.storage.policy())
         self.config_hash = cfg.config_hash()
         self.ids = model_ids(cfg)
         self.states: dict[str, ItemState] = {}

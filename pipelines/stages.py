@@ -94,7 +94,7 @@ def prepare_batch(batch: Batch, cfg: GenerateConfig) -> Batch:
 
 def _load_with_hash(uri: str, cfg: GenerateConfig) -> tuple[np.ndarray, str]:
     """Decoded RGBA and the sha256 (16 hex digits) of the image file's bytes."""
-    data = fetch_product_bytes(uri, cfg.prepare, retries=cfg.storage.retries)
+    data = fetch_product_bytes(uri, cfg.prepare, policy=cfg.storage.policy())
     return decode_product(data, cfg.prepare), hashlib.sha256(data).hexdigest()[:16]
 
 
@@ -265,7 +265,7 @@ def write_batch(batch: Batch, cfg: GenerateConfig, out: str, faults: Any = None)
     image_uris = np.array([""] * n, dtype=object)
     product_uris = np.array([""] * n, dtype=object)
     seconds = np.zeros(n, np.float32)
-    kw = {"retries": cfg.storage.retries, "faults": faults}
+    kw = {"policy": cfg.storage.policy(), "faults": faults}
     for i in range(n):
         if errors[i]:
             continue

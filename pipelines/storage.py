@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import fsspec
@@ -113,12 +114,24 @@ class FaultInjector:
 NO_FAULTS = FaultInjector()
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a failed read/write is tried again (``StorageConfig.policy()``)."""
+
+    retries: int = 3  # extra tries after the first
+    backoff_s: float = 0.2  # delay before the first retry; doubles each time
+
+
+DEFAULT_RETRY = RetryPolicy()
+NO_RETRY = RetryPolicy(retries=0)
+
 # Errors that another try cannot fix: raised at once.
 PERMANENT_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
-def with_retries(fn: Callable[[], T], *, what: str, retries: int = 3, backoff_s: float = 0.2) -> T:
-    """Run ``fn``; on ``OSError`` retry ``retries`` more times with exponential backoff."""
+def with_retries(fn: Callable[[], T], *, what: str, policy: RetryPolicy = DEFAULT_RETRY) -> T:
+    """Run ``fn``; on ``OSError`` retry ``policy.retries`` more times with exponential backoff."""
+    retries = policy.retries
     for attempt in range(retries + 1):
         try:
             return fn()
@@ -127,7 +140,7 @@ def with_retries(fn: Callable[[], T], *, what: str, retries: int = 3, backoff_s:
         except (OSError, TimeoutError) as exc:  # s3fs/botocore map transport errors to OSError
             if attempt == retries:
                 raise StorageError(f"{what} failed after {retries + 1} tries: {exc}") from exc
-            delay = backoff_s * (2**attempt)
+            delay = policy.backoff_s * (2**attempt)
             logger.warning("%s failed (%s); retrying in %.1f s", what, exc, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
@@ -137,7 +150,7 @@ def with_retries(fn: Callable[[], T], *, what: str, retries: int = 3, backoff_s:
 # Bytes and tables.
 
 
-def read_bytes(uri: str, *, retries: int = 3) -> bytes:
+def read_bytes(uri: str, *, policy: RetryPolicy = DEFAULT_RETRY) -> bytes:
     fs, path = filesystem(uri)
 
     def _read() -> bytes:
@@ -145,7 +158,7 @@ def read_bytes(uri: str, *, retries: int = 3) -> bytes:
             return f.read()
 
     try:
-        return with_retries(_read, what=f"read {uri}", retries=retries)
+        return with_retries(_read, what=f"read {uri}", policy=policy)
     except FileNotFoundError:
         raise FileNotFoundError(f"{uri} does not exist") from None
 
@@ -168,7 +181,9 @@ def _write_once(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
         fs.pipe_file(path, data)
 
 
-def write_bytes(uri: str, data: bytes, *, retries: int = 3, faults: FaultInjector = NO_FAULTS) -> None:
+def write_bytes(
+    uri: str, data: bytes, *, policy: RetryPolicy = DEFAULT_RETRY, faults: FaultInjector = NO_FAULTS
+) -> None:
     """Atomically write ``data`` to ``uri`` (replacing it), retrying transient errors."""
     fs, path = filesystem(uri)
 
@@ -176,7 +191,7 @@ def write_bytes(uri: str, data: bytes, *, retries: int = 3, faults: FaultInjecto
         faults.check(path)
         _write_once(fs, path, data)
 
-    with_retries(_write, what=f"write {uri}", retries=retries)
+    with_retries(_write, what=f"write {uri}", policy=policy)
 
 
 def write_text(uri: str, text: str, **kwargs) -> None:

@@ -121,7 +121,7 @@ class LeaseHeld(RuntimeError):
 @dataclass
 class OutputStore:
     root: str
-    retries: int = 3
+    policy: storage.RetryPolicy = storage.DEFAULT_RETRY
 
     def path(self, *parts: str) -> str:
         return storage.join(self.root, *parts)
@@ -134,12 +134,12 @@ class OutputStore:
         return json.loads(storage.read_bytes(uri))
 
     def write_state(self, state: dict[str, Any]) -> None:
-        storage.write_text(self.path("state.json"), json.dumps(state, indent=2), retries=self.retries)
+        storage.write_text(self.path("state.json"), json.dumps(state, indent=2), policy=self.policy)
 
     # --- tables ----------------------------------------------------------------------------------
     def write_part(self, table_dir: str, name: str, table: pa.Table) -> str:
         uri = self.path(table_dir, f"{name}.parquet")
-        storage.write_parquet(uri, table, retries=self.retries)
+        storage.write_parquet(uri, table, policy=self.policy)
         return uri
 
     def read_table(self, table_dir: str, schema: pa.Schema) -> pa.Table:
@@ -164,7 +164,7 @@ class OutputStore:
         return storage.read_parquet(uri).select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
 
     def write_manifest(self, table: pa.Table) -> None:
-        storage.write_parquet(self.path("manifest.parquet"), table, retries=self.retries)
+        storage.write_parquet(self.path("manifest.parquet"), table, policy=self.policy)
 
     # --- lease -------------------------------------------------------------------------------------
     def acquire_lease(self, ttl_s: float, *, owner: str | None = None) -> str:
@@ -216,7 +216,7 @@ class OutputStore:
     def _read_lease(self) -> dict[str, Any] | None:
         uri = self.path("lease.json")
         try:
-            return json.loads(storage.read_bytes(uri, retries=0))
+            return json.loads(storage.read_bytes(uri, policy=storage.NO_RETRY))
         except FileNotFoundError:
             return None
         except (storage.StorageError, json.JSONDecodeError):

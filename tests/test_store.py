@@ -48,3 +48,28 @@ def test_parts_round_trip_with_schema(tmp_path):
     table = store.results()
     assert table.schema == RESULT_SCHEMA and sorted(table["sku_id"].to_pylist()) == ["a", "b"]
     assert not list((tmp_path / "results").glob(".*"))  # no temporary files left behind
+
+
+def test_retry_policy_backoff_and_permanent_errors(monkeypatch):
+    from pipelines import storage
+
+    delays = []
+    monkeypatch.setattr(storage.time, "sleep", delays.append)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise OSError("transient")
+        return "ok"
+
+    assert storage.with_retries(flaky, what="x", policy=storage.RetryPolicy(retries=3, backoff_s=0.5)) == "ok"
+    assert delays == [0.5, 1.0]
+    with pytest.raises(storage.StorageError, match="x failed after 2 tries: boom"):
+        storage.with_retries(
+            lambda: (_ for _ in ()).throw(OSError("boom")), what="x", policy=storage.RetryPolicy(1, 0)
+        )
+    delays.clear()
+    with pytest.raises(FileNotFoundError):  # not retried: another try cannot fix it
+        storage.with_retries(lambda: (_ for _ in ()).throw(FileNotFoundError("gone")), what="x")
+    assert delays == []
