@@ -147,6 +147,7 @@ class WaveStats:
     items: int
     wall_s: float
     generate_busy_s: float
+    generate_setup_s: float  # model load (+ compile) time of the wave's generation actors
     generate_pool_s: float  # actors x wall time: the pool's capacity during the wave
     inspect_busy_s: float
     stage_s: dict[str, float]
@@ -498,6 +499,7 @@ class CatalogRun:
                     stage[key] += float(rec.get(key) or 0.0)
                 if not rec["error"]:
                     images += 1
+            stage["generate_setup_s"] += float(pa.compute.sum(batch["generate_setup_s"]).as_py() or 0.0)
             gen_busy = stage["generate_s"]
             ins_busy = stage["inspect_s"]
             if time.monotonic() - last_flush >= cfg.run.flush_interval_s:
@@ -512,6 +514,7 @@ class CatalogRun:
             items=len(plans),
             wall_s=wall,
             generate_busy_s=gen_busy,
+            generate_setup_s=stage["generate_setup_s"],
             generate_pool_s=wall * cfg.generation.concurrency,
             inspect_busy_s=ins_busy,
             stage_s=dict(stage),
@@ -577,6 +580,7 @@ class CatalogRun:
             "waves": waves,
             "wall_s": time.monotonic() - t_start,
             "generation_busy_fraction": gen_busy / pool if pool else None,
+            "generation_setup_s": sum(w.generate_setup_s for w in self.waves),
             f"{device_kind}_seconds_per_accepted_image": device_seconds / accepted if accepted else None,
             "device_seconds": device_seconds,
             "device_kind": device_kind,

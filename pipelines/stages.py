@@ -12,8 +12,9 @@ Columns in the stream (R = canvas resolution):
   ``template``, ``color``, ``image_scale``, ``steer``, ``caption``, ``source_image``, ``error``
 - + prepare: ``product`` (R,R,4) uint8 RGBA, ``mask_image`` (R,R) uint8 (255 = regenerate),
   ``control_image`` (R,R,3) uint8, ``content_hash`` str, ``prepare_s``
-- + generate: ``image`` (R,R,3) uint8 (product pasted back), ``generate_s``; drops the mask and
-  control image it consumed
+- + generate: ``image`` (R,R,3) uint8 (product pasted back), ``generate_s`` (busy seconds per row),
+  ``generate_setup_s`` (the actor's model load + compile time, on its first row only); drops the mask
+  and control image it consumed
 - + inspect (``rfnet.scorer.ScoreStage``): ``prob_<label>``, ``label``, ``p_available``, ``accepted``
 - write: PNGs to ``images/<sku>/<attempt>.png`` (+ ``products/<sku>.png``), then the pixel columns
   are replaced by their URIs (``image``, ``product``) and ``write_s`` is added.
@@ -153,6 +154,8 @@ class GenerateStage:
             pipe.controlnet = torch.compile(pipe.controlnet, fullgraph=False, dynamic=False)
             self._warm_up()
             self.compile_s = time.perf_counter() - t1
+        # Reported once, with this actor's first batch, so run.json can show what start-up cost.
+        self._unreported_setup_s = self.load_s + self.compile_s
         logger.info(
             "generation actor ready: %s on %s/%s, load %.1f s, compile %.1f s",
             m.base,
@@ -235,6 +238,10 @@ class GenerateStage:
         batch["error"] = np.array(errors, dtype=object)
         batch["generate_s"] = np.full(n, elapsed / max(1, n), np.float32)
         batch["generate_batch_s"] = np.full(n, elapsed, np.float32)
+        setup = np.zeros(n, np.float32)
+        if n:
+            setup[0], self._unreported_setup_s = self._unreported_setup_s, 0.0
+        batch["generate_setup_s"] = setup
         del batch["mask_image"], batch["control_image"]
         return batch
 
