@@ -101,3 +101,37 @@ def crds_dir() -> Path:
     if not CRDS.is_dir():
         pytest.skip(f"KubeRay CRDs not found at {CRDS}")
     return CRDS
+
+
+@dataclass
+class S3Server:
+    """A local moto S3 server reached only through the standard AWS environment variables."""
+
+    endpoint: str
+    client: object  # boto3 S3 client
+
+    def bucket(self, name: str) -> str:
+        self.client.create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture
+def s3_server(monkeypatch) -> S3Server:
+    """Starts moto on 127.0.0.1 (a free port) and points ``AWS_ENDPOINT_URL`` and credentials at it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port())
+    server.start()
+    endpoint = f"http://127.0.0.1:{server._port}"
+    for key, value in {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    try:
+        yield S3Server(endpoint, boto3.client("s3"))
+    finally:
+        server.stop()

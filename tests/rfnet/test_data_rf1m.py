@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,27 +21,9 @@ class Bucket:
 
 
 @pytest.fixture
-def s3_bucket(monkeypatch) -> Bucket:
-    """A bucket on a local moto S3 server, reached through the standard AWS environment variables."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    for key, value in {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="rf1m-test")
-    yield Bucket("rf1m-test", endpoint)
-    server.stop()
+def s3_bucket(s3_server) -> Bucket:
+    """A bucket on the local moto S3 server (tests/conftest.py), reached through the AWS environment."""
+    return Bucket(s3_server.bucket("rf1m-test"), s3_server.endpoint)
 
 
 def by_name(index) -> dict:
