@@ -268,7 +268,9 @@ class GenerationConfig(ConfigBase):
     channels_last: bool = False  # memory format for UNet/ControlNet/VAE convolutions
     batch_size: int = Field(16, ge=1)  # images per generation call (CFG doubles the UNet batch)
     concurrency: int = Field(1, ge=1)  # actors in the generation pool (= GPUs when num_gpus=1)
-    num_gpus: float = Field(1.0, ge=0.0)  # GPUs per actor; 0 runs on CPU
+    # GPUs per actor; 0 runs on CPU. 0.9 leaves room for a fractional inspection actor on the same GPU
+    # (inspect.num_gpus = 0.1), so one GPU runs both pools.
+    num_gpus: float = Field(0.9, ge=0.0)
     num_cpus: float = Field(1.0, gt=0.0)  # CPUs reserved per actor
     torch_threads: int | None = Field(None, ge=1)  # intra-op CPU threads per actor (None: torch default)
     # Custom Ray resources per actor, e.g. {"accelerator_type:H100": 0.001} to pin a GPU model, or a
@@ -336,10 +338,16 @@ class RunConfig(ConfigBase):
     prepare_batch_size: int = Field(16, ge=1)
     prepare_num_cpus: float = Field(0.5, gt=0.0)
     write_num_cpus: float = Field(0.25, gt=0.0)
+    prepare_memory_mb: int = Field(
+        512, ge=0
+    )  # memory reserved per prepare task (decoded images can be large)
     progress_interval_s: float = Field(30.0, gt=0.0)  # seconds between one-line progress summaries
     flush_interval_s: float = Field(60.0, gt=0.0)  # seconds between attempts/ part files within a wave
     ray_address: str | None = None  # None: connect to RAY_ADDRESS if set, else start a local Ray
     ray_num_cpus: int | None = None  # logical CPUs for a local Ray (None: Ray's default)
+    ray_dashboard: bool = (
+        False  # start the Ray dashboard with a local Ray (costs ~1 GiB; progress is logged anyway)
+    )
 
 
 class GenerateConfig(ConfigBase):
@@ -401,7 +409,7 @@ class GenerateConfig(ConfigBase):
                     "num_gpus": 0.0,
                     "num_cpus": 0.25,
                 },
-                "run": {"chunk_size": 256},
+                "run": {"chunk_size": 1024},
             },
         ),
     }

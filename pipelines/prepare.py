@@ -20,13 +20,17 @@ Arrays are ``uint8``: RGBA ``(R, R, 4)``, masks ``(R, R)`` with 255 = true.
 
 from __future__ import annotations
 
+import hashlib
+import time
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from pipelines.config import PrepareConfig
+from pipelines.batch import Batch, num_rows, row_errors
+from pipelines.catalog import InvalidInput, decode_product, fetch_product_bytes
+from pipelines.config import GenerateConfig, PrepareConfig
 
 
 @dataclass(frozen=True)
@@ -164,3 +168,49 @@ def prepare_product(rgba: np.ndarray, cfg: PrepareConfig, image_scale: float) ->
 
 def to_pil(array: np.ndarray) -> Image.Image:
     return Image.fromarray(array)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The prepare stage (CPU tasks).
+
+
+def prepare_batch(batch: Batch, cfg: GenerateConfig) -> Batch:
+    """Load and validate each product image and build its canvas product, mask and control image."""
+    n, r = num_rows(batch), cfg.prepare.resolution
+    product = np.zeros((n, r, r, 4), np.uint8)
+    mask = np.zeros((n, r, r), np.uint8)
+    control = np.zeros((n, r, r, 3), np.uint8)
+    content_hash = np.array([""] * n, dtype=object)
+    seconds = np.zeros(n, np.float32)
+    errors = row_errors(batch)
+    for i in range(n):
+        if errors[i]:
+            continue
+        t0 = time.perf_counter()
+        uri = str(batch["source_image"][i])
+        try:
+            rgba, digest = _load_with_hash(uri, cfg)
+            prepared = prepare_product(rgba, cfg.prepare, float(batch["image_scale"][i]))
+        except InvalidInput as exc:
+            errors[i] = f"invalid input: {exc}"
+        except ValueError as exc:
+            errors[i] = f"invalid input: {exc}"
+        else:
+            product[i], mask[i], control[i] = prepared.product, prepared.mask_image, prepared.control_image
+            content_hash[i] = digest
+        seconds[i] = time.perf_counter() - t0
+    batch.update(
+        product=product,
+        mask_image=mask,
+        control_image=control,
+        content_hash=content_hash,
+        prepare_s=seconds,
+        error=np.array(errors, dtype=object),
+    )
+    return batch
+
+
+def _load_with_hash(uri: str, cfg: GenerateConfig) -> tuple[np.ndarray, str]:
+    """Decoded RGBA and the sha256 (16 hex digits) of the image file's bytes."""
+    data = fetch_product_bytes(uri, cfg.prepare, policy=cfg.storage.policy())
+    return decode_product(data, cfg.prepare), hashlib.sha256(data).hexdigest()[:16]

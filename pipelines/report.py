@@ -38,15 +38,30 @@ CONTACT_SHEET_ITEMS = 40
 THUMB = 128
 
 
-def _for_run(table: pa.Table, run_id: str) -> pa.Table:
+def _for_run(table: pa.Table, run_id: str, columns: tuple[str, ...] | None = None) -> pa.Table:
+    """The rows of ``run_id`` (only ``columns``, when given: tables can hold millions of rows)."""
+    if columns is not None:
+        table = table.select(list(columns))
     return table.filter(pc.equal(table["run_id"], run_id)) if len(table) else table
+
+
+STAGES = ("prepare", "generate", "inspect", "write")
+SUMMARY_ATTEMPT_COLUMNS = (
+    "run_id",
+    "attempt",
+    "error",
+    "accepted",
+    "steer",
+    "label",
+    *(f"{s}_s" for s in STAGES),
+)
 
 
 def summarize(
     attempts: pa.Table, results: pa.Table, run_id: str, max_attempts: int | None = None
 ) -> dict[str, Any]:
-    att = _for_run(attempts, run_id).to_pylist()
-    res = _for_run(results, run_id).to_pylist()
+    att = _for_run(attempts, run_id, SUMMARY_ATTEMPT_COLUMNS).to_pylist()
+    res = _for_run(results, run_id, ("run_id", "status", "attempts")).to_pylist()
     counts = Counter(r["status"] for r in res)
     inspected = counts["accepted"] + counts["exhausted"]
     max_k = max((r["attempts"] for r in res), default=0)
@@ -59,7 +74,7 @@ def summarize(
             by_attempt[str(k)] = ok / inspected
     accepted_attempts = [r["attempts"] for r in res if r["status"] == "accepted"]
     stage_throughput = {}
-    for stage in ("prepare", "generate", "inspect", "write"):
+    for stage in STAGES:
         busy = sum(float(r.get(f"{stage}_s") or 0.0) for r in att)
         n = sum(1 for r in att if (r.get(f"{stage}_s") or 0.0) > 0)
         if busy > 0:
@@ -229,10 +244,11 @@ def contact_sheet(
         _for_run(results, run_id).to_pylist(), key=lambda r: (r["status"] == "error", r["row"] or 0)
     )[:limit]
     by_sku: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    wanted = {r["sku_id"] for r in res}
-    for a in _for_run(attempts, run_id).to_pylist():
-        if a["sku_id"] in wanted:
-            by_sku[a["sku_id"]].append(a)
+    mine = _for_run(attempts, run_id)
+    if len(mine):
+        mine = mine.filter(pc.is_in(mine["sku_id"], pa.array([r["sku_id"] for r in res], pa.string())))
+    for a in mine.to_pylist():
+        by_sku[a["sku_id"]].append(a)
     sheet = []
     for r in res:
         atts = sorted(by_sku.get(r["sku_id"], []), key=lambda a: a["attempt"])

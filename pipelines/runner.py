@@ -41,9 +41,11 @@ from pipelines import storage
 from pipelines.attempts import PreviousAttempt, plan_attempt
 from pipelines.catalog import Catalog, CatalogItem, read_catalog
 from pipelines.config import ConfigError, GenerateConfig
+from pipelines.generate import GenerateStage, model_ids
+from pipelines.prepare import prepare_batch
 from pipelines.progress import Progress
-from pipelines.stages import GenerateStage, model_ids, prepare_batch, write_batch
 from pipelines.store import ATTEMPT_SCHEMA, RESULT_SCHEMA, LeaseHeld, OutputStore, now, to_table
+from pipelines.writer import write_batch
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,26 @@ LEASE_TTL_S = 600.0
 
 # ----------------------------------------------------------------------------------------------------
 # Item accounting.
+
+
+# What the driver keeps of each attempt (the full row goes to attempts/): enough to decide the item
+# and plan its next attempt, a few hundred bytes instead of the ~3 KB row.
+STATE_FIELDS = (
+    "attempt",
+    "error",
+    "accepted",
+    "p_available",
+    "label",
+    "image",
+    "content_hash",
+    "template",
+    "color",
+    "image_scale",
+)
+
+
+def compact(rec: dict[str, Any]) -> dict[str, Any]:
+    return {k: rec.get(k) for k in STATE_FIELDS}
 
 
 @dataclass
@@ -132,9 +154,18 @@ def ensure_ray(cfg: GenerateConfig) -> None:
     address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
     if address:  # an explicit cluster (RAY_ADDRESS is set by `ray job submit` and in KubeRay pods)
         ray.init(address=address, **kwargs)
-    else:
-        # A new local Ray; "local" never attaches to a cluster another process started on this machine.
-        ray.init(address="local", num_cpus=cfg.run.ray_num_cpus, **kwargs)
+        return
+    # A new local Ray; "local" never attaches to a cluster another process started on this machine.
+    # Idle OpenMP threads must not spin: on a few cores, spinning workers slow each other's torch
+    # kernels by an order of magnitude (measured: tiny UNet call 0.08 s -> 3 s).
+    env = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    ray.init(
+        address="local",
+        num_cpus=cfg.run.ray_num_cpus,
+        include_dashboard=cfg.run.ray_dashboard,
+        runtime_env={"env_vars": env},
+        **kwargs,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -182,6 +213,19 @@ def build_wave_dataset(
 ):
     """The Ray Data pipeline of one wave (lazy; executed by iterating it).
 
+    Columns in the stream (R = canvas resolution):
+
+    - work item (driver): ``sku_id``, ``row``, ``attempt``, ``seed``, ``prompt``, ``negative_prompt``,
+      ``template``, ``color``, ``image_scale``, ``steer``, ``caption``, ``source_image``, ``error``
+    - + prepare: ``product`` (R,R,4) uint8 RGBA, ``mask_image`` (R,R) uint8 (255 = regenerate),
+      ``control_image`` (R,R,3) uint8, ``content_hash`` str, ``prepare_s``
+    - + generate: ``image`` (R,R,3) uint8 (product pasted back), ``generate_s`` (busy seconds per row),
+      ``generate_setup_s`` (the actor's model load + compile time, on its first row only); drops the mask
+      and control image it consumed
+    - + inspect (``rfnet.scorer.ScoreStage``): ``prob_<label>``, ``label``, ``p_available``, ``accepted``
+    - write: PNGs to ``images/<sku>/<attempt>.png`` (+ ``products/<sku>.png``), then the pixel columns
+      are replaced by their URIs (``image``, ``product``) and ``write_s`` is added.
+
     ``inspect_stage`` replaces the RFNet stage (same column contract as ``rfnet.scorer.ScoreStage``,
     constructed with the same keyword arguments); ``None`` uses :class:`pipelines.inspect.InspectStage`.
     """
@@ -196,6 +240,10 @@ def build_wave_dataset(
         batch_size=run.prepare_batch_size,
         batch_format="numpy",
         num_cpus=run.prepare_num_cpus,
+        # A memory reservation also keeps Ray Data from fusing preparation into the generation actors
+        # (it fuses a task into an actor stage with equal resource requests): the GPU never waits on
+        # image decoding.
+        memory=run.prepare_memory_mb * 2**20,
     )
     ds = ds.map_batches(
         GenerateStage,
@@ -404,7 +452,7 @@ class CatalogRun:
             for r in mine.to_pylist():
                 st = self.states.get(r["sku_id"])
                 if st is not None:
-                    st.attempts[int(r["attempt"])] = r
+                    st.attempts[int(r["attempt"])] = compact(r)
         results = self.store.results()
         if len(results):
             mine = results.filter(pa.compute.equal(results["run_id"], self.run_id))
@@ -492,7 +540,7 @@ class CatalogRun:
                 st = self.states[rec["sku_id"]]
                 if rec["attempt"] in st.attempts:  # a duplicate delivery (task retry): already recorded
                     continue
-                st.attempts[rec["attempt"]] = rec
+                st.attempts[rec["attempt"]] = compact(rec)
                 buffer.append(rec)
                 self._count_attempt(rec)
                 for key in ("prepare_s", "generate_s", "inspect_s", "write_s"):

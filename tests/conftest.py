@@ -56,6 +56,8 @@ class SharedRay:
             dashboard_port=dashboard_port,
             log_to_driver=False,
             configure_logging=False,
+            # as pipelines.runner.ensure_ray does for local runs: idle OpenMP threads must not spin
+            runtime_env={"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}},
         )
         url = ctx.dashboard_url
         cls.cluster = RayCluster(

@@ -8,7 +8,9 @@ from PIL import Image
 
 from pipelines import storage
 from pipelines.config import GenerateConfig, load_config
-from pipelines.stages import GenerateStage, prepare_batch, write_batch
+from pipelines.generate import GenerateStage
+from pipelines.prepare import prepare_batch
+from pipelines.writer import write_batch
 
 
 @pytest.fixture(scope="module")

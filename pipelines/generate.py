@@ -1,106 +1,28 @@
-"""The Ray Data stages of a generation wave: prepare -> generate -> (inspect) -> write.
+"""The generation stage: ControlNet inpainting on a GPU actor pool (one model load per actor).
 
-Each stage maps a batch (``dict[str, np.ndarray]``) to a batch and keeps the columns it does not own.
-A row whose ``error`` column is non-empty is carried through untouched by later stages, so a bad
-input or a failed attempt becomes a row in ``attempts/`` with its reason instead of an exception.
-Resources (pool size, GPUs, batch size) are chosen where ``map_batches`` is called
-(:mod:`pipelines.runner`), never here.
-
-Columns in the stream (R = canvas resolution):
-
-- work item (driver): ``sku_id``, ``row``, ``attempt``, ``seed``, ``prompt``, ``negative_prompt``,
-  ``template``, ``color``, ``image_scale``, ``steer``, ``caption``, ``source_image``, ``error``
-- + prepare: ``product`` (R,R,4) uint8 RGBA, ``mask_image`` (R,R) uint8 (255 = regenerate),
-  ``control_image`` (R,R,3) uint8, ``content_hash`` str, ``prepare_s``
-- + generate: ``image`` (R,R,3) uint8 (product pasted back), ``generate_s`` (busy seconds per row),
-  ``generate_setup_s`` (the actor's model load + compile time, on its first row only); drops the mask
-  and control image it consumed
-- + inspect (``rfnet.scorer.ScoreStage``): ``prob_<label>``, ``label``, ``p_available``, ``accepted``
-- write: PNGs to ``images/<sku>/<attempt>.png`` (+ ``products/<sku>.png``), then the pixel columns
-  are replaced by their URIs (``image``, ``product``) and ``write_s`` is added.
+Reads the prepared columns (``product``, ``mask_image``, ``control_image``, ``prompt``,
+``negative_prompt``, ``seed``), adds ``image`` (R,R,3) uint8 with the product pasted back,
+``generate_s`` (busy seconds per row) and ``generate_setup_s`` (the actor's model load + compile
+time, on its first row only), and drops the mask and control image it consumed. Resources (pool size,
+GPUs, batch size) are chosen where ``map_batches`` is called (:mod:`pipelines.runner`), never here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import time
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from pipelines import storage
-from pipelines.catalog import InvalidInput, decode_product, fetch_product_bytes
+from pipelines.batch import Batch, num_rows, row_errors
 from pipelines.config import GenerateConfig
 from pipelines.device import place
 from pipelines.models import identity, load_components, make_scheduler
-from pipelines.naming import encode_sku
-from pipelines.prepare import composite_on, paste_back, prepare_product
+from pipelines.prepare import composite_on, paste_back
 
 logger = logging.getLogger(__name__)
-
-Batch = dict[str, np.ndarray]
-
-
-def _rows(batch: Batch) -> int:
-    return len(batch["sku_id"])
-
-
-def _errors(batch: Batch) -> list[str]:
-    return [str(e) if e is not None else "" for e in batch["error"]]
-
-
-# ----------------------------------------------------------------------------------------------------
-# Prepare (CPU tasks).
-
-
-def prepare_batch(batch: Batch, cfg: GenerateConfig) -> Batch:
-    """Load and validate each product image and build its canvas product, mask and control image."""
-    n, r = _rows(batch), cfg.prepare.resolution
-    product = np.zeros((n, r, r, 4), np.uint8)
-    mask = np.zeros((n, r, r), np.uint8)
-    control = np.zeros((n, r, r, 3), np.uint8)
-    content_hash = np.array([""] * n, dtype=object)
-    seconds = np.zeros(n, np.float32)
-    errors = _errors(batch)
-    for i in range(n):
-        if errors[i]:
-            continue
-        t0 = time.perf_counter()
-        uri = str(batch["source_image"][i])
-        try:
-            rgba, digest = _load_with_hash(uri, cfg)
-            prepared = prepare_product(rgba, cfg.prepare, float(batch["image_scale"][i]))
-        except InvalidInput as exc:
-            errors[i] = f"invalid input: {exc}"
-        except ValueError as exc:
-            errors[i] = f"invalid input: {exc}"
-        else:
-            product[i], mask[i], control[i] = prepared.product, prepared.mask_image, prepared.control_image
-            content_hash[i] = digest
-        seconds[i] = time.perf_counter() - t0
-    batch.update(
-        product=product,
-        mask_image=mask,
-        control_image=control,
-        content_hash=content_hash,
-        prepare_s=seconds,
-        error=np.array(errors, dtype=object),
-    )
-    return batch
-
-
-def _load_with_hash(uri: str, cfg: GenerateConfig) -> tuple[np.ndarray, str]:
-    """Decoded RGBA and the sha256 (16 hex digits) of the image file's bytes."""
-    data = fetch_product_bytes(uri, cfg.prepare, policy=cfg.storage.policy())
-    return decode_product(data, cfg.prepare), hashlib.sha256(data).hexdigest()[:16]
-
-
-# ----------------------------------------------------------------------------------------------------
-# Generate (GPU actor pool).
 
 
 class GenerateStage:
@@ -181,6 +103,16 @@ class GenerateStage:
 
     def _generate(self, products, masks, controls, prompts, negatives, seeds) -> np.ndarray:
         g, r = self.cfg.generation, self.cfg.prepare.resolution
+        n = len(products)
+        if g.compile and 0 < n < g.batch_size:
+            # A compiled model is specialised to the batch shape: pad a short batch with copies of its
+            # first row (their results are dropped) instead of paying for a recompilation.
+            def pad(column):
+                return [*column, *[column[0]] * (g.batch_size - n)]
+
+            products, masks, controls, prompts, negatives, seeds = map(
+                pad, (products, masks, controls, prompts, negatives, seeds)
+            )
         white = np.full((r, r, 3), 255, np.uint8)
         out = self.pipe(
             prompt=list(prompts),
@@ -196,8 +128,8 @@ class GenerateStage:
             generator=[torch.Generator("cpu").manual_seed(int(s)) for s in seeds],
             output_type="np",
         )
-        images = (np.clip(out.images, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-        return np.stack([paste_back(img, p) for img, p in zip(images, products, strict=True)])
+        images = (np.clip(out.images[:n], 0.0, 1.0) * 255.0).round().astype(np.uint8)
+        return np.stack([paste_back(img, p) for img, p in zip(images, products[:n], strict=True)])
 
     def _generate_rows(self, batch: Batch, idx: list[int], images: np.ndarray, errors: list[str]) -> None:
         try:
@@ -227,8 +159,8 @@ class GenerateStage:
 
     def __call__(self, batch: Batch) -> Batch:
         t0 = time.perf_counter()
-        n, r = _rows(batch), self.cfg.prepare.resolution
-        errors = _errors(batch)
+        n, r = num_rows(batch), self.cfg.prepare.resolution
+        errors = row_errors(batch)
         images = np.zeros((n, r, r, 3), np.uint8)
         todo = [i for i in range(n) if not errors[i]]
         if todo:
@@ -244,55 +176,6 @@ class GenerateStage:
         batch["generate_setup_s"] = setup
         del batch["mask_image"], batch["control_image"]
         return batch
-
-
-# ----------------------------------------------------------------------------------------------------
-# Write (CPU tasks).
-
-
-def encode_png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def image_uri(out: str, sku_id: str, attempt: int) -> str:
-    return storage.join(out, "images", encode_sku(sku_id), f"{attempt}.png")
-
-
-def product_uri(out: str, sku_id: str) -> str:
-    return storage.join(out, "products", f"{encode_sku(sku_id)}.png")
-
-
-def write_batch(batch: Batch, cfg: GenerateConfig, out: str, faults: Any = None) -> Batch:
-    """Write each generated image (and the product, on first sight) and replace pixels by URIs."""
-    faults = faults or storage.FaultInjector(*(cfg.storage.inject_write_failures or (None, 0)))
-    n = _rows(batch)
-    errors = _errors(batch)
-    image_uris = np.array([""] * n, dtype=object)
-    product_uris = np.array([""] * n, dtype=object)
-    seconds = np.zeros(n, np.float32)
-    kw = {"policy": cfg.storage.policy(), "faults": faults}
-    for i in range(n):
-        if errors[i]:
-            continue
-        t0 = time.perf_counter()
-        sku, attempt = str(batch["sku_id"][i]), int(batch["attempt"][i])
-        img_uri, prod_uri = image_uri(out, sku, attempt), product_uri(out, sku)
-        try:
-            storage.write_bytes(img_uri, encode_png(batch["image"][i]), **kw)
-            if attempt == 1 or not storage.exists(prod_uri):
-                storage.write_bytes(prod_uri, encode_png(batch["product"][i]), **kw)
-        except storage.StorageError as exc:
-            errors[i] = f"write failed: {exc}"
-        else:
-            image_uris[i], product_uris[i] = img_uri, prod_uri
-        seconds[i] = time.perf_counter() - t0
-    batch["image"] = image_uris
-    batch["product"] = product_uris
-    batch["write_s"] = seconds
-    batch["error"] = np.array(errors, dtype=object)
-    return batch
 
 
 def model_ids(cfg: GenerateConfig) -> dict[str, str]:
