@@ -1,0 +1,716 @@
+"""GPU benchmark: the reference setting against ours, the generation stage, and the full pipeline.
+
+One run on one GPU (under 10 minutes on an H100/H200) measures, side by side and in this order:
+
+1. **peak**: dense matmul TFLOP/s in the compute dtype (bf16 on Ampere+; the MFU denominator) and
+   the FLOPs of one image (UNet + ControlNet, twice per step for CFG, times the steps, plus the VAE
+   decode; counted with ``torch.utils.flop_counter`` on the model itself).
+2. **variants**: ``StableDiffusionControlNetInpaintPipeline`` on random-weight SD1.5 (same compute
+   as the real models) at 512 px, DDIM 40 steps, CFG 7.5 (both CFG branches in one UNet batch, as
+   diffusers does): the paper's reference script setting (fp32, batch 10) first, then ours: the
+   ``pipelines.device`` policy dtype at batch 10 / 16 / 32, channels_last, and ``torch.compile`` of
+   UNet + ControlNet with channels_last. Each is warmed up (compiled) before it is timed; the GPU is
+   synchronised before every clock read; ratios are against the reference measured in this run.
+3. **stage**: :class:`pipelines.generate.GenerateStage` called directly on prepared catalog rows (PIL
+   conversion, per-row seeded generators and paste-back included), with the settings of step 4;
+   plus the RFNet inspection stage alone on the generated images (its share of GPU time).
+4. **pipeline**: :func:`pipelines.runner.run_catalog` on a generated catalog (read, prepare,
+   generate, inspect with RFNet on a fractional GPU, write) on a local Ray with one GPU;
+   steady-state throughput from the images as they are written (the slope between 10% and 90% of
+   the catalog), so actor start-up and compilation are reported apart.
+
+It writes a JSON with every number and prints a short table with the card's name. A step that
+would overrun ``--budget-s`` is skipped and recorded as skipped rather than killing the run.
+
+    python -m bench.gpu_generate --out bench/results/gpu_generate.json       # on a GPU
+    python -m bench.gpu_generate --smoke --out /tmp/gpu_smoke.json           # same code, CPU, tiny
+
+``--smoke`` runs the same code path on CPU with the tiny architecture (128 px, 4 steps, small
+batches, no compile) in about a minute; its numbers mean nothing, its fields are the real ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.common import (
+    RESULTS_DIR,
+    command_line,
+    format_table,
+    loadavg,
+    machine,
+    write_bench_catalog,
+    write_json,
+)
+
+logger = logging.getLogger("bench.gpu_generate")
+
+# The paper's reference script setting and the measured cost of one reference image (DESIGN.md):
+# 40 DDIM steps x (UNet + ControlNet) x 2 for CFG at 512 px, plus the VAE decode.
+REFERENCE_DTYPE = "float32"
+REFERENCE_BATCH = 10
+REFERENCE_TFLOP_PER_IMAGE = 89.4
+# Targets of the performance work (docs/performance.md).
+GOAL_IMAGES_PER_S = 4.4  # end to end at 512 px, 40 steps, CFG 7.5: half the bf16 compute ceiling
+GOAL_SPEEDUP = 7.0  # pipeline vs the reference setting measured in the same run
+GOAL_INSPECT_SHARE = 0.03  # inspection's share of GPU time
+GOAL_PIPELINE_EFFICIENCY = 0.95  # pipeline vs the standalone generation stage
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run measures (the full GPU plan, or the CPU smoke plan with the same fields)."""
+
+    arch: str  # random architecture of pipelines.models ("sd15" or "tiny")
+    resolution: int  # px, square
+    steps: int  # DDIM steps
+    guidance_scale: float
+    reference_batch: int
+    batches: tuple[int, ...]  # batch sizes of our eager variants
+    batch_size: int  # our batch size for the stage and the pipeline
+    compile: bool  # torch.compile UNet + ControlNet in our best variant, the stage and the pipeline
+    channels_last: bool
+    stage_batches: int  # timed batches of the standalone stage (after one warm-up batch)
+    pipeline_items: int  # catalog rows of the pipeline run (one attempt each)
+    rfnet: str  # RFNet source for inspection
+    inspect_num_gpus: float  # GPU fraction of the inspection actor
+    inspect_batch_size: int
+    smoke: bool = False
+
+    @property
+    def reference_workload(self) -> bool:
+        return self.arch == "sd15" and self.resolution == 512 and self.steps == 40
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    if args.smoke:
+        return Plan(
+            arch="tiny",
+            resolution=128,
+            steps=4,
+            guidance_scale=7.5,
+            reference_batch=2,
+            batches=(2, 4),
+            batch_size=args.batch_size or 4,
+            compile=False,
+            channels_last=False,
+            stage_batches=1,
+            pipeline_items=args.items or 16,
+            rfnet="tiny",
+            inspect_num_gpus=0.0,
+            inspect_batch_size=8,
+            smoke=True,
+        )
+    compile_ = not args.no_compile
+    return Plan(
+        arch="sd15",
+        resolution=512,
+        steps=40,
+        guidance_scale=7.5,
+        reference_batch=REFERENCE_BATCH,
+        batches=(10, 16, 32),
+        batch_size=args.batch_size or 16,
+        compile=compile_,
+        channels_last=compile_,  # channels_last alone is slower in eager mode (see the variants)
+        stage_batches=2,
+        pipeline_items=args.items or 160,
+        rfnet="random:small",
+        inspect_num_gpus=0.1,
+        inspect_batch_size=64,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Clocks and budget.
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work so a clock read covers it (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_gib(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+
+
+def free_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def release_compiled(plan: Plan, device: torch.device) -> None:
+    """Drop this process's compiled graphs (their GPU workspaces) once their models are gone."""
+    if plan.compile:
+        torch.compiler.reset()
+    free_memory(device)
+
+
+@dataclass
+class Budget:
+    """Wall-clock budget: a step is skipped when its estimate would overrun what is left."""
+
+    total_s: float
+    t0: float = field(default_factory=time.monotonic)
+
+    def left(self) -> float:
+        return self.total_s - (time.monotonic() - self.t0)
+
+    def allows(self, estimate_s: float) -> bool:
+        return self.left() >= estimate_s
+
+
+# ----------------------------------------------------------------------------------------------------
+# 1. Peak and FLOPs.
+
+
+def matmul_tflops(device: torch.device, dtype: torch.dtype, smoke: bool) -> dict[str, Any]:
+    """Dense matmul throughput (TFLOP/s) in ``dtype``: the achievable peak MFU is measured against."""
+    n = 512 if smoke else 8192
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    iters = 5 if smoke else 50
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        a @ b
+    sync(device)
+    dt = time.perf_counter() - t0
+    return {"n": n, "dtype": str(dtype).removeprefix("torch."), "tflops": 2 * n**3 * iters / dt / 1e12}
+
+
+def count_flops(pipe, resolution: int, steps: int) -> dict[str, float]:
+    """FLOPs of one image: (ControlNet + UNet) on a CFG batch of 2, times ``steps``, plus a VAE decode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    lat = resolution // 8
+    x = torch.randn(2, 4, lat, lat, device=device, dtype=dtype)
+    ctx = torch.randn(2, 77, pipe.unet.config.cross_attention_dim, device=device, dtype=dtype)
+    cond = torch.rand(2, 3, resolution, resolution, device=device, dtype=dtype)
+    t = torch.tensor([500, 500], device=device)
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        down, mid = pipe.controlnet(x, t, ctx, controlnet_cond=cond, return_dict=False)
+        pipe.unet(x, t, ctx, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+    step = fc.get_total_flops()
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        pipe.vae.decode(torch.randn(1, 4, lat, lat, device=device, dtype=dtype))
+    decode = fc.get_total_flops()
+    return {"step_cfg": float(step), "vae_decode": float(decode), "per_image": float(step * steps + decode)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2. Pipeline variants.
+
+
+def build_pipe(arch: str, device: torch.device, dtype: torch.dtype):
+    from diffusers import StableDiffusionControlNetInpaintPipeline
+
+    from pipelines.models import build_random_components
+
+    components = build_random_components(arch)
+    pipe = StableDiffusionControlNetInpaintPipeline(
+        **components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device=device, dtype=dtype)
+
+
+def variant_inputs(batch: int, resolution: int) -> dict[str, Any]:
+    """A batch of inpainting inputs: product in the centre square, canny-like sparse control image."""
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(batch, 3, resolution, resolution, generator=g)
+    mask = torch.ones(batch, 1, resolution, resolution)
+    q = resolution // 4
+    mask[:, :, q : 3 * q, q : 3 * q] = 0  # 0 = keep (the product)
+    control = (torch.rand(batch, 3, resolution, resolution, generator=g) > 0.9).float()
+    return {
+        "prompt": ["a product on a marble table, soft daylight, professional product photography"] * batch,
+        "negative_prompt": ["lowres, blurry, watermark, deformed"] * batch,
+        "image": image,
+        "mask_image": mask,
+        "control_image": control,
+        "height": resolution,
+        "width": resolution,
+        "output_type": "np",
+    }
+
+
+def time_call(pipe, plan: Plan, batch: int, device: torch.device, warmup_steps: int) -> dict[str, Any]:
+    """Warm up (``warmup_steps`` steps at the timed shape: compiles, autotunes), then time one call."""
+    kwargs = variant_inputs(batch, plan.resolution)
+
+    def call(steps: int) -> np.ndarray:
+        gens = [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
+        return pipe(
+            num_inference_steps=steps, guidance_scale=plan.guidance_scale, generator=gens, **kwargs
+        ).images
+
+    t0 = time.perf_counter()
+    call(warmup_steps)
+    sync(device)
+    warmup_s = time.perf_counter() - t0
+    free_memory(device)
+    t0 = time.perf_counter()
+    images = call(plan.steps)
+    sync(device)
+    seconds = time.perf_counter() - t0
+    return {
+        "batch": batch,
+        "seconds": round(seconds, 3),
+        "warmup_s": round(warmup_s, 2),
+        "images_per_s": batch / seconds,
+        "peak_gib": peak_memory_gib(device),
+        "finite": bool(np.isfinite(images).all()),
+    }
+
+
+def run_variants(
+    plan: Plan, device: torch.device, policy_dtype: torch.dtype, budget: Budget, reserve_s: float
+) -> dict[str, Any]:
+    """Reference setting first, then ours; one pipeline object converted in place between variants.
+
+    The reference and our best setting always run (unless the budget is gone); the other variants
+    only while ``reserve_s`` (what the stage and pipeline steps need) stays free.
+    """
+    from pipelines.device import DTYPES
+
+    ref_dtype = DTYPES[REFERENCE_DTYPE]
+    t0 = time.perf_counter()
+    pipe = build_pipe(plan.arch, device, ref_dtype)
+    build_s = time.perf_counter() - t0
+    flops = count_flops(pipe, plan.resolution, plan.steps)
+    rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    warm = 2  # steps of the warm-up call
+
+    def add(
+        name: str,
+        estimate_s: float,
+        batch: int,
+        essential: bool,
+        fn: Callable[[], None] | None = None,
+        **info: Any,
+    ) -> None:
+        if not budget.allows(estimate_s + (0.0 if essential else reserve_s)):
+            skipped.append(f"{name} (needs ~{estimate_s:.0f} s, {budget.left():.0f} s left)")
+            return
+        if fn is not None:
+            fn()
+        try:
+            row = {"name": name, **info, **time_call(pipe, plan, batch, device, warm)}
+        except torch.OutOfMemoryError:
+            free_memory(device)
+            skipped.append(f"{name} (out of memory at batch {batch})")
+            return
+        rows.append(row)
+        logger.warning("variant %s: %.3f img/s", name, row["images_per_s"])
+
+    def to_channels_last() -> None:
+        for module in (pipe.unet, pipe.controlnet, pipe.vae):
+            module.to(memory_format=torch.channels_last)
+
+    def compile_models() -> None:
+        to_channels_last()
+        pipe.unet = torch.compile(pipe.unet, fullgraph=False, dynamic=False)
+        pipe.controlnet = torch.compile(pipe.controlnet, fullgraph=False, dynamic=False)
+
+    name = str(policy_dtype).removeprefix("torch.")
+    eager_ips = 1.0 if plan.smoke else 2.5  # rough eager img/s on an H100/H200, for the estimates
+    ref_ips = 1.0 if plan.smoke else 0.6
+    add(
+        "reference",
+        5 + 1.2 * plan.reference_batch / ref_ips,
+        plan.reference_batch,
+        True,
+        dtype=REFERENCE_DTYPE,
+        channels_last=False,
+        compile=False,
+    )
+    pipe = pipe.to(dtype=policy_dtype)
+    for b in plan.batches:
+        add(f"{name} b{b}", 5 + b / eager_ips, b, False, dtype=name, channels_last=False, compile=False)
+    b = plan.batch_size
+    info = {"dtype": name, "channels_last": True}
+    add(
+        f"{name} b{b} channels_last",
+        5 + b / eager_ips,
+        b,
+        not plan.compile,
+        to_channels_last,
+        **info,
+        compile=False,
+    )
+    if plan.compile:
+        add(f"{name} b{b} channels_last compile", 150, b, True, compile_models, **info, compile=True)
+    ref = next((r for r in rows if r["name"] == "reference"), None)
+    for r in rows:
+        r["speedup_vs_reference"] = round(r["images_per_s"] / ref["images_per_s"], 3) if ref else None
+    return {"build_s": round(build_s, 1), "flops": flops, "rows": rows, "skipped": skipped}
+
+
+# ----------------------------------------------------------------------------------------------------
+# 3-4. The generation stage alone, inspection alone, and the full pipeline.
+
+
+def pipeline_config(plan: Plan, catalog: str, out: str, device: torch.device):
+    """The catalog-run config of our setting: random SD1.5 (or tiny), inspection on, one attempt."""
+    from pipelines.config import GenerateConfig, load_config
+
+    on_gpu = device.type == "cuda"
+    overrides: dict[str, Any] = {
+        "catalog": catalog,
+        "out": out,
+        "models.base": f"random:{plan.arch}",
+        "models.controlnet": f"random:{plan.arch}",
+        "prepare.resolution": plan.resolution,
+        "generation.num_inference_steps": plan.steps,
+        "generation.guidance_scale": plan.guidance_scale,
+        "generation.scheduler": "ddim",
+        "generation.batch_size": plan.batch_size,
+        "generation.compile": plan.compile,
+        "generation.channels_last": plan.channels_last,
+        # One GPU holds both pools: generation takes what inspection leaves (1.0 + 0.1 would not fit).
+        "generation.num_gpus": (1.0 - plan.inspect_num_gpus) if on_gpu else 0.0,
+        "generation.num_cpus": 1.0 if on_gpu else 0.5,
+        "inspect.enabled": True,
+        "inspect.rfnet": plan.rfnet,
+        "inspect.num_gpus": plan.inspect_num_gpus if on_gpu else 0.0,
+        "inspect.batch_size": plan.inspect_batch_size,
+        "retry.max_attempts": 1,
+        "run.chunk_size": max(plan.pipeline_items, 1),
+        # Write tasks take one generation batch each, so images land as each batch finishes.
+        "run.prepare_batch_size": plan.batch_size,
+    }
+    if plan.smoke:
+        overrides["generation.torch_threads"] = 1
+    return load_config(GenerateConfig, preset="tiny" if plan.smoke else "sd15", overrides=overrides)
+
+
+def work_batches(cfg, n: int) -> list[dict[str, np.ndarray]]:
+    """The first ``n`` catalog items as prepared numpy batches of ``generation.batch_size`` rows."""
+    from bench.cpu_pipeline import to_batch
+    from pipelines.attempts import plan_attempt
+    from pipelines.catalog import read_catalog
+    from pipelines.prepare import prepare_batch
+    from pipelines.runner import _work_rows
+
+    items = read_catalog(cfg.catalog).items[:n]
+    rows = _work_rows([(item, plan_attempt(item, 1, cfg, [])) for item in items], cfg)
+    size = cfg.generation.batch_size
+    return [prepare_batch(to_batch(rows[i : i + size]), cfg) for i in range(0, len(rows), size)]
+
+
+def run_stage(plan: Plan, cfg, device: torch.device) -> dict[str, Any]:
+    """GenerateStage on real prepared rows: one warm-up batch, then ``plan.stage_batches`` timed ones."""
+    from pipelines.generate import GenerateStage
+    from pipelines.inspect import InspectStage
+
+    batches = work_batches(cfg, cfg.generation.batch_size * (plan.stage_batches + 1))
+    t0 = time.perf_counter()
+    stage = GenerateStage(cfg)
+    init_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = stage(dict(batches[0]))
+    sync(device)
+    warmup_s = time.perf_counter() - t0
+    free_memory(device)
+    images, seconds = 0, 0.0
+    generated = [out]
+    for batch in batches[1 : plan.stage_batches + 1]:
+        t0 = time.perf_counter()
+        out = stage(dict(batch))
+        sync(device)
+        seconds += time.perf_counter() - t0
+        images += len(out["sku_id"])
+        generated.append(out)
+    result: dict[str, Any] = {
+        "batch_size": cfg.generation.batch_size,
+        "init_s": round(init_s, 1),
+        "load_s": round(stage.load_s, 1),
+        "compile_s": round(stage.compile_s, 1),
+        "warmup_batch_s": round(warmup_s, 2),
+        "images": images,
+        "seconds": round(seconds, 2),
+        "images_per_s": images / seconds if seconds else None,
+        "peak_gib": peak_memory_gib(device),
+        "errors": int(sum(1 for b in generated for e in b["error"] if e)),
+        "placement": stage.placement.describe(),
+    }
+    del stage
+    free_memory(device)
+
+    # Inspection alone on the generated images: GPU seconds per image next to generation's.
+    ins = cfg.inspect
+    scorer = InspectStage(ins.rfnet, device=ins.device, dtype=ins.dtype, threshold=ins.threshold)
+    scored = {
+        k: np.concatenate([b[k] for b in generated])
+        for k in ("sku_id", "image", "product", "caption", "error")
+    }
+    n = len(scored["sku_id"])
+    reps = max(1, math.ceil(ins.batch_size / n))
+    batch = {k: np.concatenate([v] * reps)[: max(n, ins.batch_size)] for k, v in scored.items()}
+    scorer(dict(batch))  # warm-up
+    sync(device)
+    t0 = time.perf_counter()
+    scorer(dict(batch))
+    sync(device)
+    inspect_s = time.perf_counter() - t0
+    per_image_inspect = inspect_s / len(batch["sku_id"])
+    per_image_generate = 1.0 / result["images_per_s"] if result["images_per_s"] else None
+    result["inspect"] = {
+        "rfnet": ins.rfnet,
+        "batch": len(batch["sku_id"]),
+        "images_per_s": 1.0 / per_image_inspect,
+        "placement": scorer.scorer.placement.describe(),
+        "share_of_gpu_time": per_image_inspect / (per_image_inspect + per_image_generate)
+        if per_image_generate
+        else None,
+    }
+    del scorer
+    free_memory(device)
+    return result
+
+
+def run_pipeline(plan: Plan, cfg, device: torch.device) -> dict[str, Any]:
+    """``run_catalog`` on a local Ray; steady-state images/s from the images as they are written."""
+    import ray
+
+    from bench.common import FileCountSampler, start_local_ray
+    from pipelines import storage
+    from pipelines.runner import run_catalog
+
+    init_s = start_local_ray(None)
+    try:
+        t0 = time.perf_counter()
+        with FileCountSampler(storage.join(cfg.out, "images"), interval_s=0.5) as written:
+            summary = run_catalog(cfg)
+        wall = time.perf_counter() - t0
+    finally:
+        ray.shutdown()
+    run = summary.run_json
+    waves = run["waves"]
+    gen_busy = sum(w["generate_busy_s"] for w in waves)
+    ins_busy = sum(w["inspect_busy_s"] for w in waves)
+    images = sum(w["images"] for w in waves)
+    return {
+        "items": plan.pipeline_items,
+        "images": images,
+        "counts": summary.counts,
+        "ray_init_s": round(init_s, 1),
+        "wall_s": round(wall, 1),
+        "images_per_s_end_to_end": images / wall if wall else None,
+        # Slope of the written-images curve between 10% and 90% of the catalog: start-up excluded.
+        "images_per_s_steady": written.steady_rate(images),
+        # Ray Data start-up, actor start, model load and compilation, up to the first written image.
+        "first_image_after_s": written.first_time(1),
+        "written_series_s": [
+            (round(t, 1), n) for t, n in written.series[:: max(1, len(written.series) // 200)]
+        ],
+        "generation_busy_fraction": run.get("generation_busy_fraction"),
+        "generate_busy_s": round(gen_busy, 2),
+        "inspect_busy_s": round(ins_busy, 2),
+        # Inspection's share of accelerator busy time inside the pipeline (both pools on one device).
+        "inspect_share_of_busy": ins_busy / (gen_busy + ins_busy) if gen_busy + ins_busy else None,
+        "generation": cfg.generation.model_dump(
+            include={"batch_size", "num_gpus", "num_cpus", "compile", "channels_last", "dtype"}
+        ),
+        "inspect_settings": cfg.inspect.model_dump(include={"rfnet", "batch_size", "num_gpus", "num_cpus"}),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------
+# Main.
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.gpu_generate", description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="CPU, tiny architecture: checks the code path only")
+    p.add_argument("--batch-size", type=int, default=None, help="our batch size (default 16; smoke 4)")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile (saves ~90 s per process)")
+    p.add_argument("--items", type=int, default=None, help="catalog rows of the pipeline run (default 160)")
+    p.add_argument("--budget-s", type=float, default=540.0, help="skip steps that would overrun this")
+    p.add_argument("--work-dir", default=None, help="catalog and outputs (default: a temporary directory)")
+    p.add_argument("--out", default=str(RESULTS_DIR / "gpu_generate.json"), help="result JSON")
+    return p.parse_args(argv)
+
+
+def goals(result: dict[str, Any]) -> dict[str, Any]:
+    """The performance targets with the measured value next to each (None where a step was skipped)."""
+    pipe = result.get("pipeline") or {}
+    stage = result.get("stage") or {}
+    ref = next((r for r in result["variants"]["rows"] if r["name"] == "reference"), None)
+    steady = pipe.get("images_per_s_steady")
+    stage_ips = stage.get("images_per_s")
+
+    def goal(value: float | None, target: float, higher_is_better: bool = True) -> dict[str, Any]:
+        met = None if value is None else (value >= target if higher_is_better else value <= target)
+        return {"value": None if value is None else round(value, 4), "target": target, "met": met}
+
+    return {
+        "pipeline_images_per_s": goal(steady, GOAL_IMAGES_PER_S),
+        "pipeline_speedup_vs_reference": goal(
+            steady / ref["images_per_s"] if steady and ref else None, GOAL_SPEEDUP
+        ),
+        "inspect_share_of_gpu_time": goal(pipe.get("inspect_share_of_busy"), GOAL_INSPECT_SHARE, False),
+        "pipeline_vs_stage": goal(
+            steady / stage_ips if steady and stage_ips else None, GOAL_PIPELINE_EFFICIENCY
+        ),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    budget = Budget(args.budget_s)
+    plan = make_plan(args)
+
+    from pipelines.device import place
+
+    placement = place("cpu" if plan.smoke else "auto", "auto", component="generation")
+    device = placement.device
+    if not plan.smoke and device.type != "cuda":
+        raise SystemExit(
+            "bench.gpu_generate needs a CUDA GPU (found none); run with --smoke to check the code path on CPU"
+        )
+    if plan.smoke:
+        torch.set_num_threads(1)
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-gpu-"))
+    result: dict[str, Any] = {
+        "benchmark": "gpu_generate",
+        "command": command_line("bench.gpu_generate"),
+        "machine": machine(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "smoke": plan.smoke,
+        "plan": asdict(plan),
+        "placement": placement.describe(),
+        "loadavg_before": loadavg(),
+    }
+    try:
+        peak = matmul_tflops(device, placement.dtype, plan.smoke)
+        result["peak_matmul"] = peak
+        stage_estimate = 30 if plan.smoke else 60 + (90 if plan.compile else 0)
+        pipe_estimate = 60 if plan.smoke else 60 + (90 if plan.compile else 0) + plan.pipeline_items / 3.0
+        result["variants"] = run_variants(
+            plan, device, placement.dtype, budget, reserve_s=stage_estimate + pipe_estimate
+        )
+        release_compiled(plan, device)  # the variants' pipeline is gone with run_variants' frame
+        flops = result["variants"]["flops"]
+        flops_per_image = REFERENCE_TFLOP_PER_IMAGE * 1e12 if plan.reference_workload else flops["per_image"]
+        result["flops_per_image"] = {
+            "used": flops_per_image,
+            "measured": flops["per_image"],
+            "source": "reference 89.4 TFLOP" if plan.reference_workload else "measured",
+        }
+
+        def mfu(images_per_s: float | None) -> float | None:
+            if not images_per_s:
+                return None
+            return images_per_s * flops_per_image / (peak["tflops"] * 1e12)
+
+        for row in result["variants"]["rows"]:
+            row["mfu"] = mfu(row["images_per_s"])
+
+        catalog = write_bench_catalog(
+            work / "catalog", plan.pipeline_items, distinct=min(24, plan.pipeline_items)
+        )
+        stage_cfg = pipeline_config(plan, str(catalog), str(work / "stage"), device)
+        if budget.allows(stage_estimate):
+            result["stage"] = run_stage(plan, stage_cfg, device)
+            release_compiled(plan, device)
+            result["stage"]["mfu"] = mfu(result["stage"]["images_per_s"])
+        else:
+            result["stage"] = None
+            result["variants"]["skipped"].append(f"stage ({budget.left():.0f} s left)")
+        pipe_cfg = pipeline_config(plan, str(catalog), str(work / "pipeline"), device)
+        if budget.allows(pipe_estimate):
+            result["pipeline"] = run_pipeline(plan, pipe_cfg, device)
+            result["pipeline"]["mfu"] = mfu(result["pipeline"]["images_per_s_steady"])
+        else:
+            result["pipeline"] = None
+            result["variants"]["skipped"].append(f"pipeline ({budget.left():.0f} s left)")
+        result["goals"] = goals(result)
+    finally:
+        result["loadavg_after"] = loadavg()
+        result["elapsed_s"] = round(time.monotonic() - budget.t0, 1)
+        path = write_json(args.out, result)
+        if not args.work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+    print_summary(result)
+    print(f"written: {path}")
+    return result
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    print(f"device: {result['device']} ({'smoke: numbers are meaningless' if result['smoke'] else 'full'})")
+    peak = result["peak_matmul"]
+    print(
+        f"peak matmul {peak['dtype']}: {peak['tflops']:.1f} TFLOP/s; TFLOP per image: {result['flops_per_image']['used'] / 1e12:.3g}"
+    )
+    rows = []
+    for r in result["variants"]["rows"]:
+        rows.append(
+            [
+                r["name"],
+                r["batch"],
+                f"{r['images_per_s']:.3f}",
+                f"{r['speedup_vs_reference']:.2f}x" if r["speedup_vs_reference"] is not None else "-",
+                f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-",
+                r["peak_gib"] if r["peak_gib"] is not None else "-",
+            ]
+        )
+    stage = result.get("stage")
+    ref = next((r for r in result["variants"]["rows"] if r["name"] == "reference"), None)
+    if stage and stage["images_per_s"]:
+        rows.append(
+            [
+                "GenerateStage",
+                stage["batch_size"],
+                f"{stage['images_per_s']:.3f}",
+                f"{stage['images_per_s'] / ref['images_per_s']:.2f}x" if ref else "-",
+                f"{100 * stage['mfu']:.1f}%" if stage["mfu"] is not None else "-",
+                stage["peak_gib"] if stage["peak_gib"] is not None else "-",
+            ]
+        )
+    pipe = result.get("pipeline")
+    if pipe and pipe["images_per_s_steady"]:
+        rows.append(
+            [
+                "Ray pipeline (steady)",
+                pipe["generation"]["batch_size"],
+                f"{pipe['images_per_s_steady']:.3f}",
+                f"{pipe['images_per_s_steady'] / ref['images_per_s']:.2f}x" if ref else "-",
+                f"{100 * pipe['mfu']:.1f}%" if pipe["mfu"] is not None else "-",
+                "-",
+            ]
+        )
+    print(format_table(["setting", "batch", "img/s", "vs ref", "MFU", "peak GiB"], rows))
+    for name, g in result.get("goals", {}).items():
+        print(
+            f"goal {name}: {g['value']} (target {g['target']}) -> {'met' if g['met'] else 'NOT met' if g['met'] is False else 'n/a'}"
+        )
+    for s in result["variants"]["skipped"]:
+        print(f"skipped: {s}")
+
+
+if __name__ == "__main__":
+    main()

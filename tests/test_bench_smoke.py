@@ -1,0 +1,192 @@
+"""The benchmarks run and report what docs/performance.md reads from them.
+
+The shared utilities are checked directly (re-batching keeps every row once, the memory sampler
+sees child processes, the bench catalog is valid); the two benchmark scripts run end to end as
+subprocesses, as ``make bench`` and a GPU box would run them (``--smoke`` for the GPU script), each
+with its own local Ray, so the shared test cluster is stopped first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.common import RssSampler, write_bench_catalog
+from bench.cpu_pipeline import rebatch, to_batch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_rebatch_keeps_every_row_once_with_its_columns():
+    rows = [{"sku_id": f"S{i}", "seed": 1000 + i, "prompt": f"p{i}"} for i in range(16)]
+    sizes = [3, 5, 1, 7]
+    batches, start = [], 0
+    for n in sizes:
+        batches.append(to_batch(rows[start : start + n]))
+        start += n
+    out = list(rebatch(batches, 4))
+    assert [len(b["sku_id"]) for b in out] == [4, 4, 4, 4]
+    seen = {}
+    for b in out:
+        for sku, seed, prompt in zip(b["sku_id"], b["seed"], b["prompt"], strict=True):
+            assert sku not in seen
+            seen[sku] = (int(seed), str(prompt))
+    assert seen == {r["sku_id"]: (r["seed"], r["prompt"]) for r in rows}
+    # A remainder comes out as a last, smaller batch.
+    assert [len(b["sku_id"]) for b in rebatch([to_batch(rows[:10])], 4)] == [4, 4, 2]
+
+
+def test_rss_sampler_counts_child_processes():
+    mib = 300
+    child = subprocess.Popen(
+        [sys.executable, "-c", f"import time; x = bytearray({mib} * 2**20); time.sleep(30)"],
+    )
+    try:
+        deadline = time.monotonic() + 20
+        sampler = RssSampler()
+        while time.monotonic() < deadline:
+            total = sampler.sample()
+            if sampler.peak_by_role.get("other", 0) >= mib * 2**20:
+                break
+            time.sleep(0.2)
+        assert sampler.peak_by_role["other"] >= mib * 2**20
+        assert total >= sampler.peak_by_role["driver"] + mib * 2**20
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_bench_catalog_cycles_products_with_unique_valid_rows(tmp_path):
+    from pipelines.catalog import read_catalog
+
+    path = write_bench_catalog(tmp_path, items=30, distinct=4)
+    catalog = read_catalog(str(path))
+    assert catalog.errors == []
+    assert len(catalog.items) == 30
+    assert len({it.sku_id for it in catalog.items}) == 30
+    assert 1 < len({it.image for it in catalog.items}) <= 5
+
+
+REQUIRED_GPU_FIELDS = {
+    "device",
+    "machine",
+    "command",
+    "plan",
+    "placement",
+    "peak_matmul",
+    "flops_per_image",
+    "variants",
+    "stage",
+    "pipeline",
+    "goals",
+    "loadavg_before",
+    "loadavg_after",
+    "elapsed_s",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_gpu_generate_smoke_reports_every_field(tmp_path, shared_ray):
+    shared_ray.stop()  # the script starts its own local Ray
+    out = tmp_path / "gpu.json"
+    proc = run_module("bench.gpu_generate", "--smoke", "--out", str(out), "--work-dir", str(tmp_path / "w"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result) >= REQUIRED_GPU_FIELDS
+    assert result["smoke"] is True and result["device"] == "cpu"
+    assert result["machine"]["cpu_model"] and result["machine"]["logical_cpus"] >= 1
+    assert result["peak_matmul"]["tflops"] > 0
+    assert result["flops_per_image"]["measured"] > 0 and result["flops_per_image"]["source"] == "measured"
+
+    rows = {r["name"]: r for r in result["variants"]["rows"]}
+    assert result["variants"]["skipped"] == []
+    assert "reference" in rows and rows["reference"]["dtype"] == "float32"
+    assert rows["reference"]["speedup_vs_reference"] == 1.0
+    assert len(rows) >= 3
+    for r in rows.values():
+        assert r["images_per_s"] > 0 and 0 < r["mfu"] < 1 and r["finite"]
+
+    stage = result["stage"]
+    assert stage["images"] > 0 and stage["images_per_s"] > 0 and stage["errors"] == 0
+    assert 0 < stage["inspect"]["share_of_gpu_time"] < 1
+
+    pipe = result["pipeline"]
+    items = result["plan"]["pipeline_items"]
+    assert pipe["images"] == items and sum(pipe["counts"].values()) == items
+    assert pipe["images_per_s_steady"] > 0 and pipe["images_per_s_end_to_end"] > 0
+    assert 0 < pipe["inspect_share_of_busy"] < 1
+    assert set(result["goals"]) == {
+        "pipeline_images_per_s",
+        "pipeline_speedup_vs_reference",
+        "inspect_share_of_gpu_time",
+        "pipeline_vs_stage",
+    }
+    for goal in result["goals"].values():
+        assert goal["value"] is not None and isinstance(goal["met"], bool)
+    assert "img/s" in proc.stdout and "reference" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_cpu_pipeline_compares_both_paths_on_the_same_images(tmp_path, shared_ray):
+    shared_ray.stop()  # the script starts its own local Ray
+    out = tmp_path / "cpu.json"
+    proc = run_module(
+        "bench.cpu_pipeline",
+        "--items",
+        "12",
+        "--repeats",
+        "1",
+        "--profile-items",
+        "4",
+        "--distinct",
+        "4",
+        "--set",
+        "generation.num_inference_steps=1",
+        "--set",
+        "prepare.resolution=64",
+        "--work-dir",
+        str(tmp_path / "w"),
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    direct, ray_path = result["direct"], result["ray"]
+    assert direct["images"] == ray_path["images"] == 12
+    assert direct["errors"] == 0 and ray_path["errors"] == 0
+    assert sum(ray_path["runs"][0]["counts"].values()) == 12
+    assert np.isclose(result["ratio"], ray_path["images_per_s"] / direct["images_per_s"], rtol=1e-2)
+    for path in (direct, ray_path):
+        assert path["peak_rss_mib"] > 0 and path["wall_s"] > 0
+    # The Ray path's processes (workers, Ray's services) are part of its memory.
+    assert ray_path["peak_rss_mib_by_role"].get("ray_workers", 0) > 0
+    assert result["workload"]["max_attempts"] == 1
+    assert result["settings"]["torch_threads"] == 1
+    assert len(result["loadavg_before"]) == 3
+    assert direct["cpu_s_per_image"] > 0 and ray_path["cpu_s_per_image"] > 0
+    assert set(result["profile"]["generate_components_s"]) >= {"unet", "controlnet", "vae_decode", "other"}
+    # Both paths wrote one PNG per image.
+    for name in ("direct-0", "ray-0"):
+        assert len(list((tmp_path / "w" / name / "images").rglob("*.png"))) == 12
