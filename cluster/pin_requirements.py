@@ -88,7 +88,7 @@ def resolve_closure(roots: list[Requirement]) -> dict[str, tuple[str, frozenset[
     return pinned
 
 
-def render(pinned: dict[str, tuple[str, frozenset[str]]], direct: set[str]) -> str:
+def render(pinned: dict[str, tuple[str, frozenset[str]]]) -> str:
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     lines = [
         "# Pinned runtime dependencies of reliable-ad: [project.dependencies] of pyproject.toml and everything",
@@ -97,12 +97,12 @@ def render(pinned: dict[str, tuple[str, frozenset[str]]], direct: set[str]) -> s
         "#   .venv/bin/python cluster/pin_requirements.py",
         f"# Generated with Python {python} on {sys.platform} {platform.machine()}.",
         "# torch is pinned by public version: the image installs the CUDA build of that version first.",
+        "# No extras are written: every distribution an extra pulls in is pinned on its own line, and the",
+        "# file doubles as a pip constraints file (the Makefile), where extras are not allowed.",
     ]
     for name in sorted(pinned):
-        version, extras = pinned[name]
-        public = Version(version).public
-        shown_extras = f"[{','.join(sorted(extras))}]" if extras and name in direct else ""
-        lines.append(f"{name}{shown_extras}=={public}")
+        public = Version(pinned[name][0]).public
+        lines.append(f"{name}=={public}")
     return "\n".join(lines) + "\n"
 
 
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     roots = read_project_dependencies(REPO / "pyproject.toml")
-    text = render(resolve_closure(roots), {canonicalize_name(r.name) for r in roots})
+    text = render(resolve_closure(roots))
     if args.check:
         current = args.output.read_text() if args.output.is_file() else ""
         if current != text:
