@@ -1,0 +1,396 @@
+"""Typed configs for RFNet: the architecture (:class:`RFNetConfig`), training and evaluation jobs.
+
+``RFNetConfig`` is what a checkpoint stores in ``config.json``: everything needed to rebuild the
+network (weights come from ``model.safetensors``). Its presets:
+
+- ``tiny``: a few-thousand-parameter network for tests; random weights, milliseconds per image.
+- ``small``: a compact CNN trained from scratch on a CPU at 128 px (GroupNorm, ~1M parameters),
+  auxiliary maps stacked as input channels, a byte-level tiny caption encoder. Minutes per run.
+- ``paper``: the paper's design (Du et al. 2024): one ResNet-50 per image at 384 px (product,
+  generated image, depth map, saliency map), RoBERTa-base captions, the Feature Filter Module and
+  three self-attention fusion layers. For GPUs.
+
+``TrainRFNetConfig`` / ``EvaluateConfig`` wrap it for ``reliable-ad train-rfnet`` / ``evaluate``;
+their presets derive the model part from ``RFNetConfig.PRESETS`` (never copied).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from pipelines.config import ConfigBase, ConfigError
+
+# Image backbones by name (see rfnet.encoders). "compact" is the project's own small CNN; the others
+# are transformers architectures built from their configs (random init unless a source is given).
+Backbone = Literal[
+    "compact",
+    "resnet18",
+    "resnet50",
+    "convnext_tiny",
+    "convnext_base",
+    "clip_vit_b16",
+    "dinov2_small",
+    "dinov2_base",
+    "siglip_base",
+]
+# Caption encoders by name (see rfnet.encoders). "bert_tiny"/"bert_small": random-init BERTs over a
+# byte-level tokenizer (no vocabulary download); "roberta_base": the paper's encoder.
+CaptionEncoder = Literal["bert_tiny", "bert_small", "roberta_base"]
+# Auxiliary extractors by name (see rfnet.aux).
+DepthExtractor = Literal["depth_anything", "dpt", "tiny_depth_anything", "defocus"]
+SaliencyExtractor = Literal["spectral_residual", "frequency_tuned"]
+
+
+def _dict(**kwargs: Any) -> dict[str, Any]:
+    return kwargs
+
+
+class RFNetConfig(ConfigBase):
+    """Architecture of RFNet. Defaults are the paper's design; presets change what differs."""
+
+    # --- inputs -------------------------------------------------------------------------------
+    image_size: int = Field(
+        384, ge=32, le=1024, multiple_of=16
+    )  # px, side the generated image (and its aux maps) is resized to
+    product_size: int = Field(
+        384, ge=16, le=1024, multiple_of=16
+    )  # px, side of the canonical product (alpha-bbox crop, square pad)
+    # Modality switches. A switched-off modality is not computed and not read: its encoder is not
+    # built and changing that input cannot change the output (tested).
+    use_product: bool = True  # product cut-out (RGBA); the paper's ablation says it matters most
+    use_depth: bool = True  # depth map of the generated image
+    use_saliency: bool = True  # saliency map of the generated image
+    use_caption: bool = True  # product caption (title text)
+    # Explicit product/image comparison (beyond the paper): a product-colour back-projection map of
+    # the generated image (where do the product's colours appear, rel. to how common they are in the
+    # scene), fed to the image encoder as two more channels (rfnet.aux.product_match_maps). Needs use_product.
+    use_product_match: bool = False
+    match_bins: int = Field(
+        4, ge=2, le=8
+    )  # soft colour bins per RGB axis for the back-projection (bins**3 in all)
+    # Product localisation (beyond the paper): find the unchanged product in the image by masked
+    # template matching (rfnet.aux.locate_product), add its placement mask as one more image channel.
+    # Needs use_product.
+    use_placement: bool = False
+    # A product-centred view (needs use_placement): a local_size px crop centred on the found product,
+    # local_context x its longer side, through its own encoder (local_widths). The product then always
+    # has the same size and place, so what is under, beside and around it is where the encoder expects.
+    local_view: bool = False
+    local_size: int = Field(64, ge=16, le=512, multiple_of=16)  # px of the product-centred view
+    local_context: float = Field(2.5, ge=1.0, le=8.0)  # view side / the product box's longer side
+    local_widths: tuple[int, ...] | None = None  # "compact" local encoder channels; None: compact_widths
+    # An explicit descriptor of the located product in its scene (rfnet.aux.product_descriptor:
+    # contrast, support under the base, product-coloured matter on the outline, clutter, neighbour
+    # heights), one more token through a small MLP. Needs use_placement and use_product_match.
+    use_descriptor: bool = False
+
+    # --- image encoders -----------------------------------------------------------------------
+    backbone: Backbone = "resnet50"  # image encoder architecture (one per image input unless share_encoders)
+    backbone_source: str | None = (
+        None  # pretrained weights (local dir / s3:// / hub id, safetensors); None: random init
+    )
+    compact_widths: tuple[int, ...] = (
+        32,
+        64,
+        128,
+        192,
+    )  # "compact" backbone: channels per stage (stride 4, then 2 per stage)
+    compact_blocks: int = Field(1, ge=1, le=4)  # "compact" backbone: residual blocks per stage
+    product_widths: tuple[int, ...] | None = None  # "compact" product encoder channels; None: compact_widths
+    share_encoders: bool = False  # one encoder for the depth/saliency inputs too (paper: one per image)
+    # "tokens": each aux map has its own encoder and tokens (paper). "channels": depth/saliency maps
+    # are stacked onto the generated image as extra input channels of its encoder (4-5x cheaper).
+    aux_fusion: Literal["tokens", "channels"] = "tokens"
+    token_grid: int = Field(4, ge=1, le=24)  # each image becomes token_grid**2 tokens (adaptive average pool)
+    # px the generated-image encoder sees (the image and its maps are downscaled to it); None:
+    # image_size. The product-centred view is cut from the full image_size input either way.
+    global_size: int | None = Field(None, ge=32, le=1024, multiple_of=16)
+
+    # --- caption encoder ----------------------------------------------------------------------
+    caption_encoder: CaptionEncoder = "roberta_base"
+    caption_source: str | None = (
+        None  # pretrained encoder + tokenizer (dir / s3:// / hub id); None: random init, byte tokenizer
+    )
+    caption_max_length: int = Field(64, ge=4, le=512)  # tokens (bytes for the byte tokenizer), incl. BOS/EOS
+
+    # --- fusion -------------------------------------------------------------------------------
+    dim: int = Field(768, ge=8, multiple_of=4)  # token width in the FFM and the fusion transformer
+    use_ffm: bool = (
+        True  # Feature Filter Module: product tokens attend to caption tokens (needs product + caption)
+    )
+    fusion_layers: int = Field(3, ge=0, le=24)  # self-attention layers over the concatenated tokens
+    fusion_heads: int = Field(8, ge=1, le=64)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)  # dropout in fusion layers and before the head
+
+    # --- auxiliary extractors -----------------------------------------------------------------
+    depth: DepthExtractor = "depth_anything"  # depth estimator (rfnet.aux); random init unless depth_source
+    depth_source: str | None = None  # pretrained depth weights (dir / s3:// / hub id, safetensors)
+    depth_size: int = Field(252, ge=28, le=1036)  # px the depth network runs at (multiple of its patch size)
+    saliency: SaliencyExtractor = "spectral_residual"  # saliency method (rfnet.aux)
+
+    PRESETS: ClassVar[dict[str, tuple[str | None, dict[str, Any]]]] = {
+        # Du et al. (2024): ResNet-50 per image at 384 px, RoBERTa-base, FFM, 3 fusion layers.
+        "paper": (None, {}),
+        # Compact CNN trained from scratch on a CPU at 128 px (see docs/rfnet.md for the choices).
+        "small": (
+            None,
+            _dict(
+                image_size=128,
+                product_size=64,
+                backbone="compact",
+                compact_widths=(32, 64, 128, 160),
+                compact_blocks=1,
+                product_widths=(24, 48, 96, 128),
+                aux_fusion="channels",
+                token_grid=4,
+                use_product_match=True,
+                use_placement=True,
+                local_view=True,
+                local_size=64,
+                local_context=2.5,
+                local_widths=(24, 48, 96, 128),
+                use_descriptor=True,
+                caption_encoder="bert_tiny",
+                caption_max_length=48,
+                dim=128,
+                fusion_layers=2,
+                fusion_heads=4,
+                dropout=0.1,
+                depth="defocus",
+                saliency="spectral_residual",
+            ),
+        ),
+        # Tests: the same shape as small, a fraction of the width. Random weights, milliseconds.
+        "tiny": (
+            "small",
+            _dict(
+                image_size=64,
+                product_size=32,
+                compact_widths=(8, 16, 16, 24),
+                product_widths=(8, 8, 16, 16),
+                local_widths=(8, 8, 16, 16),
+                local_size=32,
+                token_grid=2,
+                caption_max_length=24,
+                dim=32,
+                fusion_layers=1,
+                fusion_heads=2,
+            ),
+        ),
+    }
+
+    @model_validator(mode="after")
+    def _check(self) -> RFNetConfig:
+        if self.dim % self.fusion_heads:
+            raise ValueError(f"dim={self.dim} must be divisible by fusion_heads={self.fusion_heads}")
+        if self.use_product_match and not self.use_product:
+            raise ValueError(
+                "use_product_match compares the product with the image: it needs use_product=True"
+            )
+        if self.use_placement and not self.use_product:
+            raise ValueError("use_placement looks for the product in the image: it needs use_product=True")
+        if self.local_view and not self.use_placement:
+            raise ValueError("local_view is centred on the located product: it needs use_placement=True")
+        if self.use_descriptor and not (self.use_placement and self.use_product_match):
+            raise ValueError(
+                "use_descriptor describes the located product: it needs use_placement and use_product_match"
+            )
+        if self.backbone != "compact" and self.aux_fusion == "channels" and self.backbone_source:
+            # Pretrained stems expect 3 channels; stacking maps would discard the stem's pretraining.
+            raise ValueError(
+                "aux_fusion='channels' with a pretrained backbone_source is not supported; use aux_fusion='tokens'"
+            )
+        for name in ("compact_widths", "product_widths", "local_widths"):
+            widths = getattr(self, name)
+            if widths is not None and (len(widths) < 1 or min(widths) < 4):
+                raise ValueError(f"{name} must list at least one stage width >= 4, got {widths}")
+        return self
+
+    @property
+    def image_channels(self) -> int:
+        """Input channels of the generated-image encoder: RGB (+ stacked aux maps, 2 match maps, placement)."""
+        extra = 0
+        if self.aux_fusion == "channels":
+            extra += int(self.use_depth) + int(self.use_saliency)
+        return 3 + extra + 2 * int(self.use_product_match) + int(self.use_placement)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training (`reliable-ad train-rfnet`).
+
+
+class TrainDataConfig(ConfigBase):
+    """Which samples are trained on and how they are loaded."""
+
+    root: str | None = None  # RF1M-layout directory or s3:// prefix (--data)
+    val_fraction: float = Field(
+        0.15, ge=0.0, lt=1.0
+    )  # held-out share (rfnet.data.split_samples, by image-path hash)
+    split_seed: int = Field(
+        0, ge=0
+    )  # seed of the split hash; recorded in the checkpoint so evaluate reproduces it
+    # "memory": every worker decodes its samples once into RAM (fast epochs; up to ~100k images at
+    # 128 px). "stream": Ray Data shards stream decoded batches every epoch (RF1M scale).
+    loader: Literal["memory", "stream"] = "memory"
+    load_threads: int = Field(8, ge=1, le=64)  # threads decoding images for the memory loader
+    max_samples: int | None = Field(None, ge=1)  # use only the first N samples (by path hash); None: all
+
+
+class AugmentConfig(ConfigBase):
+    """Augmentations that keep every defect's evidence (see docs/rfnet.md for what is left out and why)."""
+
+    enabled: bool = True
+    hflip: bool = True  # mirror image AND product together (a mirrored defect is the same defect)
+    translate: float = Field(
+        0.03, ge=0.0, le=0.2
+    )  # max shift, fraction of the side, edge-replicated (no crop cuts the product)
+    color: float = Field(
+        0.1, ge=0.0, le=0.5
+    )  # brightness/contrast/saturation jitter, the same for image and product
+
+
+class OptimConfig(ConfigBase):
+    """Optimiser, schedule, imbalance handling and the stopping rule."""
+
+    epochs: int = Field(30, ge=1)  # upper bound on epochs (the time budget may end training earlier)
+    batch_size: int = Field(64, ge=1)  # global batch (split evenly across workers)
+    lr: float = Field(2e-3, gt=0.0)  # peak AdamW learning rate (after warm-up)
+    weight_decay: float = Field(0.05, ge=0.0)
+    warmup_epochs: float = Field(1.0, ge=0.0)  # linear warm-up, then cosine decay to zero at the last epoch
+    label_smoothing: float = Field(0.05, ge=0.0, lt=1.0)
+    # Class imbalance: "weights" scales each sample's loss by N / (K * n_class) (mean weight 1);
+    # "sampler" draws each epoch class-balanced with replacement; "none" leaves it.
+    balance: Literal["weights", "sampler", "none"] = "weights"
+    grad_clip: float | None = Field(1.0, gt=0.0)  # max global grad norm; None: no clipping
+    # Wall-clock budget for training (minutes, from the worker's start, data loading included). After
+    # the first epoch the number of epochs that fit is fixed and the cosine schedule stretched to it.
+    # None: exactly `epochs` epochs.
+    max_train_minutes: float | None = Field(None, gt=0.0)
+    early_stop_patience: int | None = Field(None, ge=1)  # stop after N epochs without a better val macro F1
+    seed: int = Field(0, ge=0)  # init, data order, augmentation and dropout seed
+
+
+class TrainWorkersConfig(ConfigBase):
+    """Ray Train scaling. Does not change results beyond float reduction order (DDP is exact)."""
+
+    num_workers: int = Field(1, ge=1)  # DDP workers (--workers)
+    use_gpu: bool = False  # one GPU per worker; bf16 autocast through pipelines.device
+    cpus_per_worker: float = Field(1.0, gt=0.0)  # logical CPUs Ray reserves per worker
+    threads_per_worker: int | None = Field(None, ge=1)  # torch threads per worker; None: cores / workers
+    ray_address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray started by the job
+    ray_num_cpus: int | None = Field(None, ge=1)  # logical CPUs of a local Ray; None: Ray's default
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # compute dtype (autocast); weights stay fp32
+
+
+class TrainRFNetConfig(ConfigBase):
+    """`reliable-ad train-rfnet`: an RF1M-layout directory in, an RFNet checkpoint directory out."""
+
+    out: str | None = (
+        None  # output dir (local or s3://): the best checkpoint, tensorboard logs, Ray Train state
+    )
+    init_from: str | None = None  # start from these RFNet weights (checkpoint dir / s3://) instead of random
+    resume: bool = True  # continue from the last Ray Train checkpoint under `out` if there is one
+    tensorboard: bool = True  # write per-epoch metrics to OUT/tensorboard (rank 0)
+    data: TrainDataConfig = TrainDataConfig()
+    model: RFNetConfig = RFNetConfig()
+    augment: AugmentConfig = AugmentConfig()
+    optim: OptimConfig = OptimConfig()
+    workers: TrainWorkersConfig = TrainWorkersConfig()
+
+    HASH_EXCLUDE: ClassVar[tuple[str, ...]] = (
+        "out",
+        "resume",
+        "tensorboard",
+        "data.load_threads",
+        "workers.threads_per_worker",
+        "workers.cpus_per_worker",
+        "workers.ray_address",
+        "workers.ray_num_cpus",
+    )
+
+    PRESETS: ClassVar[dict[str, tuple[str | None, dict[str, Any]]]] = {
+        # The paper's model on GPUs: AdamW, 4 workers x 16 images, bf16 autocast, streamed data.
+        "paper": (
+            None,
+            _dict(
+                model=RFNetConfig.preset_overrides("paper"),
+                data={"loader": "stream"},
+                optim={"epochs": 20, "batch_size": 64, "lr": 1e-4, "weight_decay": 0.05},
+                workers={"num_workers": 4, "use_gpu": True, "cpus_per_worker": 4.0},
+            ),
+        ),
+        # Compact CNN from scratch on a 2-core CPU: the time budget picks the epoch count, the best
+        # epoch by validation macro F1 is kept.
+        "small": (
+            None,
+            _dict(
+                model=RFNetConfig.preset_overrides("small"),
+                optim={"epochs": 40, "batch_size": 32, "lr": 2e-3, "max_train_minutes": 8.0},
+                workers={"num_workers": 1, "cpus_per_worker": 1.0},
+            ),
+        ),
+        # Tests: a couple of epochs of the tiny model; no time budget, deterministic.
+        "tiny": (
+            "small",
+            _dict(
+                model=RFNetConfig.preset_overrides("tiny"),
+                optim={"epochs": 2, "batch_size": 8, "max_train_minutes": None},
+                data={"load_threads": 2},
+            ),
+        ),
+    }
+
+    def check_ready(self) -> None:
+        """Raise :class:`ConfigError` if the job cannot start (checked before Ray starts)."""
+        missing = [flag for flag, value in (("--data", self.data.root), ("--out", self.out)) if not value]
+        if missing:
+            raise ConfigError(
+                f"train-rfnet needs {' and '.join(missing)} (or set data.root / out in the config file)"
+            )
+        if self.optim.batch_size % self.workers.num_workers:
+            raise ConfigError(
+                f"optim.batch_size={self.optim.batch_size} is the global batch and must be divisible by "
+                f"workers.num_workers={self.workers.num_workers}; change one of them"
+            )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Evaluation (`reliable-ad evaluate`).
+
+
+class EvaluateConfig(ConfigBase):
+    """`reliable-ad evaluate`: score a labelled RF1M-layout set, write eval.json and confusion.png."""
+
+    rfnet: str | None = None  # RFNet checkpoint dir / s3:// prefix / "tiny" (--rfnet)
+    data: str | None = None  # RF1M-layout directory or s3:// prefix (--data)
+    out: str | None = None  # output directory (local or s3://) for eval.json and confusion.png (--out)
+    # Which samples are scored. "auto": the validation split the checkpoint was trained with (its
+    # split parameters are in its meta.json), or every labelled sample if the checkpoint records none.
+    # "val": that validation split (error if unknown). "all": every labelled sample.
+    split: Literal["auto", "val", "all"] = "auto"
+    target_precision: float = Field(
+        0.9, gt=0.0, le=1.0
+    )  # accept threshold: lowest p_available reaching this precision on Available
+    write_threshold: bool = (
+        False  # also store the chosen threshold in the checkpoint's meta.json (--write-threshold)
+    )
+    batch_size: int = Field(64, ge=1)  # images per forward pass
+    load_threads: int = Field(8, ge=1, le=64)  # threads decoding images
+    device: str = "auto"  # see pipelines.device
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+
+    HASH_EXCLUDE: ClassVar[tuple[str, ...]] = ("out", "batch_size", "load_threads", "device")
+
+    PRESETS: ClassVar[dict[str, tuple[str | None, dict[str, Any]]]] = {
+        # Batch sizes per preset, so `--preset` works alike for train-rfnet and evaluate.
+        "paper": (None, {"batch_size": 128}),
+        "small": (None, {"batch_size": 64}),
+        "tiny": ("small", {"batch_size": 16, "load_threads": 2}),
+    }
+
+    def check_ready(self) -> None:
+        missing = [f"--{name}" for name in ("rfnet", "data", "out") if not getattr(self, name)]
+        if missing:
+            raise ConfigError(f"evaluate needs {', '.join(missing)} (or set them in the config file)")

@@ -1,0 +1,254 @@
+"""Evaluating RFNet on a labelled RF1M-layout set: eval.json, confusion.png, the accept threshold.
+
+``reliable-ad evaluate --rfnet DIR --data DIR --out DIR`` calls :func:`evaluate_rfnet`:
+
+1. **Which samples.** A set with split label files (``test.txt``, ``val.txt``, ...; see
+   docs/data.md) is scored on its test file (``split="auto"``) or validation file
+   (``split="val"``). Otherwise, ``split="auto"`` (default): if the checkpoint's ``meta.json`` records the
+   split it was trained with (``train-rfnet`` writes ``split.val_fraction``, ``split.seed``,
+   ``split.max_samples``), the same :func:`rfnet.data.split_samples` call reproduces its held-out
+   validation split, and only that is scored; the split hashes image paths relative to the set's
+   root, so a copied or moved set (local -> s3://) splits the same way. A checkpoint without split
+   parameters (or ``split="all"``) scores every labelled sample. ``split="val"`` insists on the
+   held-out split and fails if the checkpoint does not say what it was.
+2. **Scoring.** Samples are decoded exactly as in training (``rfnet.data.load_example``) and scored
+   in batches on the configured device.
+3. **Metrics** (:func:`build_report`, a pure function): macro F1 and per-class precision / recall /
+   F1 / support from the argmax class, the confusion matrix (rows: true class, columns: predicted),
+   and Available as a binary problem: precision / recall / F1 of "argmax is Available" and the
+   average precision of ``p_available``.
+4. **Accept threshold.** The lowest threshold on ``p_available`` whose accept rule
+   (``p_available >= t``) reaches ``target_precision`` on Available over the scored samples (lowest,
+   so that as many good images as possible are accepted at that precision). With
+   ``write_threshold`` it is stored in the checkpoint's ``meta.json``, and ``load_rfnet(...)``
+   (hence every scorer) uses it from then on. If no threshold reaches the target, eval.json says so
+   and nothing is written to the checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from pipelines import storage
+from pipelines.config import ConfigError
+from pipelines.device import autocast
+from rfnet import metrics
+from rfnet.checkpoint import LoadedRFNet, load_rfnet, update_meta
+from rfnet.config import EvaluateConfig
+from rfnet.data import read_rf1m, split_samples
+from rfnet.labels import AVAILABLE, DISPLAY_NAMES, LABELS, NUM_CLASSES
+from rfnet.train import Examples, explicit_splits, load_examples
+
+logger = logging.getLogger(__name__)
+
+EVAL_JSON = "eval.json"
+CONFUSION_PNG = "confusion.png"
+
+
+def build_report(labels: np.ndarray, probs: np.ndarray, target_precision: float) -> dict[str, Any]:
+    """The metrics of eval.json from true class indices ``(N,)`` and probabilities ``(N, 6)``."""
+    labels = np.asarray(labels, np.int64)
+    probs = np.asarray(probs, np.float64)
+    if probs.ndim != 2 or probs.shape != (labels.shape[0], NUM_CLASSES):
+        raise ValueError(f"probs must be (N={labels.shape[0]}, {NUM_CLASSES}), got {probs.shape}")
+    pred = probs.argmax(axis=1) if len(labels) else np.zeros(0, np.int64)
+    cm = metrics.confusion_matrix(labels, pred, NUM_CLASSES)
+    per = metrics.per_class_metrics(cm)
+    positive = labels == AVAILABLE
+    p_available = probs[:, AVAILABLE]
+    precision, recall, f1 = metrics.binary_prf(positive, pred == AVAILABLE)
+    choice = metrics.choose_threshold(p_available, positive, target_precision)
+    return {
+        "n": len(labels),
+        "macro_f1": metrics.macro_f1(cm),
+        "accuracy": float(np.trace(cm) / max(1, cm.sum())),
+        "per_class": {
+            name: {
+                "precision": float(per.precision[i]),
+                "recall": float(per.recall[i]),
+                "f1": float(per.f1[i]),
+                "support": int(per.support[i]),
+            }
+            for i, name in enumerate(LABELS)
+        },
+        "available": {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "ap": metrics.average_precision(p_available, positive),
+        },
+        "labels": list(LABELS),
+        "confusion": cm.tolist(),
+        "threshold": choice.threshold,
+        "threshold_selection": {
+            "rule": "lowest t with precision(p_available >= t) >= target_precision on Available",
+            "target_precision": choice.target_precision,
+            "reached": choice.reached,
+            "precision": choice.precision,
+            "recall": choice.recall,
+            "f1": choice.f1,
+            "accept_rate": choice.accept_rate,
+        },
+    }
+
+
+def render_confusion(cm: np.ndarray, names: tuple[str, ...] = DISPLAY_NAMES, title: str = "") -> bytes:
+    """PNG bytes of a confusion matrix: counts, cells shaded by row share (recall), labelled axes."""
+    cm = np.asarray(cm, np.int64)
+    k = cm.shape[0]
+    font = ImageFont.load_default(size=14)
+    small = ImageFont.load_default(size=12)
+    cell, left, top = 64, 150, 150
+    width, height = left + k * cell + 20, top + k * cell + 40
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    if title:
+        draw.text((10, 8), title, fill="black", font=font)
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros(cm.shape, np.float64), where=rows > 0)
+    for i in range(k):
+        for j in range(k):
+            x0, y0 = left + j * cell, top + i * cell
+            shade = int(255 - 200 * share[i, j])
+            colour = (shade, shade, 255) if i == j else (255, shade, shade)
+            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=colour, outline=(180, 180, 180))
+            text = str(int(cm[i, j]))
+            tw = draw.textlength(text, font=font)
+            draw.text((x0 + (cell - tw) / 2, y0 + cell / 2 - 8), text, fill="black", font=font)
+        draw.text((8, top + i * cell + cell / 2 - 7), names[i], fill="black", font=small)
+        label = Image.new("RGBA", (top - 20, 16), (255, 255, 255, 0))
+        ImageDraw.Draw(label).text((0, 0), names[i], fill="black", font=small)
+        rotated = label.rotate(90, expand=True)
+        img.paste(rotated, (left + i * cell + cell // 2 - 8, 20), rotated)
+    draw.text((left, height - 30), "predicted class (columns); true class (rows)", fill="black", font=small)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def predict_examples(loaded: LoadedRFNet, data: Examples, batch_size: int) -> np.ndarray:
+    """Class probabilities ``(N, 6)`` of decoded examples (the preprocessing of training)."""
+    model, placement = loaded.model, loaded.placement
+    out = np.zeros((len(data), NUM_CLASSES), np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(data), batch_size):
+            idx = np.arange(start, min(start + batch_size, len(data)))
+            b = data.batch(idx, placement.device)
+            with autocast(placement):
+                logits = model(
+                    b["image"].to(placement.dtype),
+                    b["product"].to(placement.dtype),
+                    b["has_product"],
+                    model.tokenize(b["caption"]),
+                )
+            out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    return out
+
+
+def select_samples(cfg: EvaluateConfig, loaded: LoadedRFNet, root: str) -> tuple[list, dict[str, Any]]:
+    """The labelled samples to score and a description of the choice (for eval.json)."""
+    index = read_rf1m(root)
+    if index.problems:
+        logger.warning("%s", index.summary())
+    labelled = [s for s in index.samples if s.label >= 0]
+    if not labelled:
+        raise ConfigError(f"--data {root!r} holds no labelled samples; {index.summary()}")
+    splits = explicit_splits(index)
+    if cfg.split != "all":
+        for role in ("test", "val") if cfg.split == "auto" else ("val",):
+            if role in splits and splits[role][1]:
+                name, samples = splits[role]
+                return samples, {"mode": role, "file": name, "n_labelled": len(labelled)}
+    split = loaded.meta.get("split") if isinstance(loaded.meta.get("split"), dict) else None
+    if split is not None and split.get("val_fraction") is None:
+        split = None  # trained on split files, which this set does not have: no held-out split to redo
+    if cfg.split == "all" or (cfg.split == "auto" and split is None):
+        return labelled, {"mode": "all", "n_labelled": len(labelled)}
+    if split is None:
+        raise ConfigError(
+            f"split='val' needs the checkpoint's split parameters, but {cfg.rfnet!r} has no split in meta.json; "
+            "use --set split=all"
+        )
+    samples = labelled
+    cap = split.get("max_samples")
+    if cap is not None and len(samples) > cap:
+        samples, _ = split_samples(samples, 1.0 - cap / len(samples), int(split["seed"]) + 1)
+    _, val = split_samples(samples, float(split["val_fraction"]), int(split["seed"]))
+    if not val:
+        raise ConfigError(
+            f"the checkpoint's split (val_fraction={split['val_fraction']}) leaves no validation samples in "
+            f"{root!r}; use --set split=all"
+        )
+    return val, {
+        "mode": "val",
+        "val_fraction": split["val_fraction"],
+        "seed": split["seed"],
+        "trained_on": split.get("data_root"),
+        "n_labelled": len(labelled),
+    }
+
+
+def evaluate_rfnet(cfg: EvaluateConfig) -> dict[str, Any]:
+    """Score, write ``eval.json`` and ``confusion.png`` to ``cfg.out``; return the eval.json dict."""
+    cfg.check_ready()
+    start = time.time()
+    loaded = load_rfnet(cfg.rfnet, device=cfg.device, dtype=cfg.dtype)
+    root = storage.normalize(cfg.data)
+    samples, split_info = select_samples(cfg, loaded, root)
+    mc = loaded.config
+    data = load_examples(
+        samples, image_size=mc.image_size, product_size=mc.product_size, threads=cfg.load_threads
+    )
+    if len(data) == 0:
+        raise ConfigError(f"none of the {len(samples)} selected samples in {root!r} could be decoded")
+    probs = predict_examples(loaded, data, cfg.batch_size)
+    report = build_report(data.label.numpy(), probs, cfg.target_precision)
+    written = False
+    if cfg.write_threshold:
+        if report["threshold"] is None:
+            logger.warning(
+                "no threshold reaches precision %.3f on Available; the checkpoint's threshold is left as it is",
+                cfg.target_precision,
+            )
+        elif cfg.rfnet == "tiny" or cfg.rfnet.startswith("random:"):
+            raise ConfigError(f"--write-threshold needs a checkpoint directory, not {cfg.rfnet!r}")
+        else:
+            update_meta(
+                cfg.rfnet,
+                threshold=report["threshold"],
+                threshold_source={
+                    "target_precision": cfg.target_precision,
+                    "data": root,
+                    "split": split_info["mode"],
+                    "n": report["n"],
+                },
+            )
+            written = True
+    report["threshold_selection"]["written_to_checkpoint"] = written
+    result = {
+        "rfnet": cfg.rfnet,
+        "data": root,
+        "split": split_info,
+        "skipped": data.skipped,
+        **report,
+        "checkpoint_threshold": loaded.threshold,
+        "placement": loaded.placement.describe() if loaded.placement else None,
+        "config": cfg.to_dict(),
+        "elapsed_s": round(time.time() - start, 2),
+    }
+    out = storage.normalize(cfg.out)
+    title = f"RFNet on {report['n']} images ({split_info['mode']}): macro F1 {report['macro_f1']:.3f}"
+    storage.write_bytes(
+        storage.join(out, CONFUSION_PNG), render_confusion(np.array(report["confusion"]), title=title)
+    )
+    storage.write_text(storage.join(out, EVAL_JSON), json.dumps(result, indent=2))
+    logger.info("%s; wrote %s", title, storage.join(out, EVAL_JSON))
+    return result

@@ -1,0 +1,179 @@
+"""Auxiliary maps: each extractor responds to what it claims to measure, and the interface holds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rfnet.aux import (
+    DEPTH_EXTRACTORS,
+    SALIENCY_EXTRACTORS,
+    build_aux,
+    crop_around,
+    gaussian_blur,
+    locate_product,
+    placement_map,
+    product_match_maps,
+)
+
+
+def textured(size: int = 64, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return 0.5 + 0.15 * torch.randn(1, 3, size, size, generator=g)
+
+
+def test_spectral_residual_highlights_an_odd_object():
+    # A smooth gradient background with one small bright square: the square is the surprise.
+    x = torch.linspace(0, 1, 64)
+    image = (0.3 + 0.2 * x.view(1, 1, 1, -1)).expand(1, 3, 64, 64).clone()
+    image[..., 40:50, 12:22] = 1.0
+    sal = build_aux("spectral_residual")(image)
+    assert sal.shape == (1, 1, 64, 64) and sal.min() >= 0.0 and sal.max() <= 1.0
+    assert sal[..., 40:50, 12:22].mean() > 3 * sal[..., :20, 40:].mean()
+
+
+def test_frequency_tuned_saliency_marks_the_off_colour_region():
+    image = torch.full((1, 3, 64, 64), 0.6)
+    image[:, 0, 20:44, 20:44] = 1.0
+    image[:, 1:, 20:44, 20:44] = 0.1
+    sal = build_aux("frequency_tuned")(image)
+    assert sal[..., 24:40, 24:40].mean() > 0.8 and sal[..., :10, :10].mean() < 0.3
+
+
+def test_defocus_depth_rates_the_blurred_half_as_farther():
+    sharp = textured(64)
+    blurred = gaussian_blur(sharp, 2.0)
+    image = torch.cat([sharp[..., :32], blurred[..., 32:]], dim=-1).clamp(0, 1)
+    depth = build_aux("defocus")(image)
+    assert depth[..., 8:56, 44:60].mean() > depth[..., 8:56, 4:20].mean() + 0.2
+
+
+def test_depth_network_is_frozen_deterministic_and_in_range():
+    extractor = build_aux("tiny_depth_anything", size=56)
+    assert not any(p.requires_grad for p in extractor.parameters())
+    extractor.train()  # frozen extractors refuse train mode
+    assert not extractor.training and not extractor.network.training
+    image = torch.rand(2, 3, 40, 40)
+    a, b = extractor(image), extractor(image)
+    assert a.shape == (2, 1, 40, 40) and torch.equal(a, b)
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+
+
+@pytest.mark.parametrize("name", ["spectral_residual", "frequency_tuned", "defocus"])
+def test_classical_extractors_are_differentiable_wrt_the_image(name):
+    image = textured(32).clamp(0, 1).requires_grad_(True)
+    out = build_aux(name)(image)
+    (out * torch.linspace(0, 1, 32)).sum().backward()
+    assert image.grad is not None and torch.isfinite(image.grad).all() and image.grad.abs().sum() > 0
+
+
+def test_unknown_extractor_is_named_with_the_choices():
+    with pytest.raises(ValueError, match="unknown auxiliary extractor 'midas'") as info:
+        build_aux("midas")
+    assert all(n in str(info.value) for n in (*DEPTH_EXTRACTORS, *SALIENCY_EXTRACTORS))
+
+
+def test_product_match_lights_up_product_colours_and_flags_indistinct_scenes():
+    size = 48
+    product = torch.zeros(1, 4, 16, 16)
+    product[:, 0], product[:, 3] = 0.9, 1.0  # a red product
+    distinct = torch.zeros(1, 3, size, size)
+    distinct[:, 2] = 0.8  # blue scene
+    distinct[:, :, 16:32, 16:32] = torch.tensor([0.9, 0.0, 0.0]).view(1, 3, 1, 1)  # red product pasted
+    indistinct = torch.zeros(1, 3, size, size)
+    indistinct[:, 0] = 0.85  # a red scene around the red product
+    has = torch.ones(1, dtype=torch.bool)
+    m_distinct = product_match_maps(distinct, product, has)
+    m_indistinct = product_match_maps(indistinct, product, has)
+    likelihood, ratio = m_distinct[0, 0], m_distinct[0, 1]
+    # Soft colour bins: a pixel of exactly the product's colour scores ~0.8, an unrelated one ~0.
+    assert likelihood[20:28, 20:28].mean() > 0.6 and likelihood[:8, :8].mean() < 0.1
+    assert ratio[20:28, 20:28].mean() > 0.6 and ratio[:8, :8].mean() < 0.1
+    # Where the whole scene has the product's colour, the likelihood covers the background too and
+    # the ratio (product colour is not rare any more) drops.
+    assert m_indistinct[0, 0, :8, :8].mean() > 0.6
+    assert m_indistinct[0, 1].mean() < 0.5 * ratio[20:28, 20:28].mean()
+    # No product: zero maps.
+    assert product_match_maps(distinct, product, ~has).abs().max() == 0
+
+
+def test_product_match_is_differentiable_wrt_the_image():
+    image = torch.rand(2, 3, 32, 32, requires_grad=True)
+    product = torch.rand(2, 4, 16, 16)
+    product_match_maps(image, product, torch.ones(2, dtype=torch.bool)).sum().backward()
+    assert image.grad is not None and image.grad.abs().sum() > 0
+
+
+def pasted_scene(size: int = 128, seed: int = 0):
+    """A textured scene with a product cut-out pasted unchanged at a known box; canonical product."""
+    from rfnet.data.transforms import canonical_product
+
+    rng = np.random.default_rng(seed)
+    scene = (rng.random((size, size, 3)) * 0.4 + 0.3).astype(np.float32)
+    h, w = 50, 30
+    cut = np.zeros((h, w, 4), np.float32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    cut[..., 3] = ((xx - w / 2) ** 2 / (w / 2) ** 2 + (yy - h / 2) ** 2 / (h / 2) ** 2 <= 1).astype(
+        np.float32
+    )
+    cut[..., 0] = 0.9
+    cut[..., 1] = np.linspace(0.1, 0.6, h)[:, None]
+    cut[..., 2] = 0.2
+    x, y = 70, 40
+    a = cut[..., 3:]
+    scene[y : y + h, x : x + w] = scene[y : y + h, x : x + w] * (1 - a) + cut[..., :3] * a
+    canonical = canonical_product((cut * 255).round().astype(np.uint8), 64)
+    image = torch.from_numpy(scene).permute(2, 0, 1).unsqueeze(0)
+    product = torch.from_numpy(canonical).permute(2, 0, 1).unsqueeze(0).float() / 255
+    ys, xs = np.nonzero(cut[..., 3] > 0)
+    truth = (
+        torch.tensor([[x + xs.min(), y + ys.min(), x + xs.max() + 1, y + ys.max() + 1]], dtype=torch.float32)
+        / size
+    )
+    return image, product, truth
+
+
+def test_locate_product_finds_an_unchanged_paste():
+    image, product, truth = pasted_scene()
+    box, error = locate_product(image, product, torch.ones(1, dtype=torch.bool))
+    assert (box - truth).abs().max() * 128 <= 4.0  # within 4 px at 128 px (search grid: 48 px)
+    assert float(error) < 0.01
+    box, error = locate_product(image, product, torch.zeros(1, dtype=torch.bool))
+    assert box.tolist() == [[0.0, 0.0, 1.0, 1.0]] and float(error) == 1.0
+
+
+def test_placement_map_redraws_the_product_where_it_was_found():
+    _, product, truth = pasted_scene()
+    mask = placement_map(product, truth, 128)[0, 0]
+    x0, y0, x1, y1 = (truth[0] * 128).round().int().tolist()
+    assert mask[y0 + 5 : y1 - 5, x0 + 8 : x1 - 8].min() > 0.9  # inside the ellipse
+    assert mask[:, : x0 - 2].max() < 0.05 and mask[: y0 - 2].max() < 0.05
+
+
+def test_crop_around_centres_the_box():
+    image, _, truth = pasted_scene()
+    view = crop_around(image, truth, 32, 1.0)  # exactly the box's square
+    centre = view[0, 0, 12:20, 12:20].mean()
+    assert centre > 0.85  # the product's red fills the middle of the view
+
+
+def test_descriptor_measures_contrast_and_is_differentiable():
+    from rfnet.aux import DESCRIPTOR_SIZE, product_descriptor
+
+    image, product, truth = pasted_scene()
+    has = torch.ones(1, dtype=torch.bool)
+    dull = image.clone()
+    dull[:, 0], dull[:, 1], dull[:, 2] = 0.88, 0.35, 0.2  # the scene takes the product's colour
+    descriptors = []
+    for img in (image, dull):
+        img = img.clone().requires_grad_(True)
+        placement = placement_map(product, truth, 128)
+        match = product_match_maps(img, product, has)
+        d = product_descriptor(img, placement, match, truth)
+        assert d.shape == (1, DESCRIPTOR_SIZE) and torch.isfinite(d).all()
+        d.sum().backward()
+        assert img.grad is not None and img.grad.abs().sum() > 0
+        descriptors.append(d.detach())
+    # Contrast to the surroundings (features 8-10) drops when the scene copies the product's colour.
+    assert (descriptors[1][0, 8:11] < descriptors[0][0, 8:11]).all()

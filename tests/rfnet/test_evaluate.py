@@ -1,0 +1,147 @@
+"""Evaluation: eval.json on a tiny set with known predictions, split reproduction, threshold, PNG."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipelines.config import ConfigError, load_config
+from rfnet.checkpoint import load_model, load_rfnet, save_rfnet
+from rfnet.config import EvaluateConfig
+from rfnet.data import read_rf1m, split_samples
+from rfnet.evaluate import build_report, evaluate_rfnet, render_confusion
+from rfnet.labels import LABELS
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory) -> str:
+    from rfnet.data.synthetic import make_synthetic_set
+
+    return make_synthetic_set(str(tmp_path_factory.mktemp("eval-set")), n_per_class=2, image_size=64, seed=1)
+
+
+def constant_model(directory, favourite: int, meta: dict | None = None) -> float:
+    """A tiny RFNet whose head ignores its input and always prefers class ``favourite``."""
+    model, config, _ = load_model("tiny")
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor([0.5 if k == favourite else 0.0 for k in range(6)]))
+    save_rfnet(model, config, str(directory), meta=meta or {})
+    return float(torch.softmax(model.head.bias.detach(), 0)[0])
+
+
+def evaluate(tmp_path, rfnet_dir, data, **overrides) -> dict:
+    cfg = load_config(
+        EvaluateConfig,
+        preset="tiny",
+        overrides={"rfnet": str(rfnet_dir), "data": data, "out": str(tmp_path / "eval"), **overrides},
+    )
+    evaluate_rfnet(cfg)
+    return json.loads((tmp_path / "eval" / "eval.json").read_text())
+
+
+def test_eval_json_with_known_predictions(tmp_path, tiny_set):
+    p_available = constant_model(tmp_path / "model", favourite=2)
+    report = evaluate(tmp_path, tmp_path / "model", tiny_set, split="all")
+    assert report["n"] == 12 and report["split"]["mode"] == "all"
+    # Every image is called Space Mismatch: that class has precision 2/12 and recall 1, the rest 0.
+    f1_space = 2 * (1 / 6) * 1 / (1 / 6 + 1)
+    assert report["per_class"]["space_mismatch"] == pytest.approx(
+        {"precision": 1 / 6, "recall": 1.0, "f1": f1_space, "support": 2}
+    )
+    for name in LABELS:
+        assert report["per_class"][name]["support"] == 2
+        if name != "space_mismatch":
+            assert report["per_class"][name]["f1"] == 0.0
+    assert report["macro_f1"] == pytest.approx(f1_space / 6)
+    assert report["confusion"] == [[0, 0, 2, 0, 0, 0] for _ in range(6)]
+    assert report["labels"] == list(LABELS)
+    # p_available is the same for every image: AP is the prevalence of Available.
+    assert report["available"] == pytest.approx({"precision": 0.0, "recall": 0.0, "f1": 0.0, "ap": 2 / 12})
+    # No threshold reaches 90 % precision on Available (prevalence 1/6): nothing is chosen.
+    assert report["threshold"] is None and not report["threshold_selection"]["reached"]
+    png = Image.open(io.BytesIO((tmp_path / "eval" / "confusion.png").read_bytes()))
+    assert png.format == "PNG" and png.size[0] > 300
+    assert report["checkpoint_threshold"] == 0.5 and p_available < 0.5
+
+
+def test_write_threshold_stores_it_for_every_later_load(tmp_path, tiny_set):
+    p_available = constant_model(tmp_path / "model", favourite=0)
+    report = evaluate(
+        tmp_path, tmp_path / "model", tiny_set, split="all", target_precision=0.1, write_threshold=True
+    )
+    # All images tie at one p_available; precision 1/6 >= 0.1, so that score is the threshold.
+    assert report["threshold"] == pytest.approx(p_available, abs=1e-6)
+    assert report["threshold_selection"]["written_to_checkpoint"]
+    assert report["threshold_selection"]["accept_rate"] == 1.0
+    loaded = load_rfnet(str(tmp_path / "model"), device="cpu")
+    assert loaded.threshold == pytest.approx(p_available, abs=1e-6)
+    assert loaded.meta["threshold_source"]["target_precision"] == 0.1
+
+
+def test_auto_split_scores_exactly_the_held_out_split_of_training(tmp_path, tiny_set):
+    split = {"data_root": tiny_set, "val_fraction": 0.5, "seed": 3, "max_samples": None}
+    constant_model(tmp_path / "model", favourite=1, meta={"split": split})
+    report = evaluate(tmp_path, tmp_path / "model", tiny_set)
+    labelled = read_rf1m(tiny_set).samples
+    _, val = split_samples(labelled, 0.5, 3)
+    assert report["split"]["mode"] == "val" and report["n"] == len(val)
+    assert [sum(row) for row in report["confusion"]] == np.bincount(
+        [s.label for s in val], minlength=6
+    ).tolist()
+
+
+def test_val_split_without_split_parameters_is_an_error(tmp_path, tiny_set):
+    constant_model(tmp_path / "model", favourite=1)
+    with pytest.raises(ConfigError, match="split=all"):
+        evaluate(tmp_path, tmp_path / "model", tiny_set, split="val")
+
+
+def test_build_report_from_probabilities():
+    labels = np.array([0, 0, 1, 2])
+    probs = np.array(
+        [
+            [0.9, 0.1, 0, 0, 0, 0],
+            [0.4, 0.6, 0, 0, 0, 0],
+            [0.2, 0.8, 0, 0, 0, 0],
+            [0.3, 0.0, 0.7, 0, 0, 0],
+        ]
+    )
+    report = build_report(labels, probs, target_precision=1.0)
+    assert report["confusion"][0][:3] == [1, 1, 0] and report["confusion"][1][:3] == [0, 1, 0]
+    assert report["available"]["precision"] == 1.0 and report["available"]["recall"] == 0.5
+    # Ranking by p_available: 0.9 (+), 0.4 (+), 0.3 (-), 0.2 (-): AP 1; lowest t with precision 1 is 0.4.
+    assert report["available"]["ap"] == pytest.approx(1.0)
+    assert report["threshold"] == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="probs must be"):
+        build_report(labels, probs[:, :5], 0.9)
+
+
+def test_confusion_png_renders_any_matrix():
+    data = render_confusion(np.arange(36).reshape(6, 6), title="title")
+    img = Image.open(io.BytesIO(data))
+    assert img.mode == "RGB" and img.size == (150 + 6 * 64 + 20, 150 + 6 * 64 + 40)
+
+
+def test_a_set_with_split_files_is_scored_on_its_test_file(tmp_path, tiny_set):
+    import shutil
+    from pathlib import Path
+
+    root = tmp_path / "split-set"
+    shutil.copytree(tiny_set, root)
+    lines = (root / "label.txt").read_text().splitlines(keepends=True)
+    (root / "label.txt").unlink()
+    (root / "train.txt").write_text("".join(lines[:6]))
+    (root / "val.txt").write_text("".join(lines[6:9]))
+    (root / "test.txt").write_text("".join(lines[9:]))
+    constant_model(tmp_path / "model", favourite=3)
+    report = evaluate(tmp_path, tmp_path / "model", str(root))
+    assert report["split"]["mode"] == "test" and Path(report["split"]["file"]).name == "test.txt"
+    assert report["n"] == len(lines) - 9
+    report = evaluate(tmp_path, tmp_path / "model", str(root), split="val")
+    assert report["split"]["mode"] == "val" and report["n"] == 3

@@ -1,0 +1,335 @@
+"""RFNet training: the pure pieces, then Ray Train runs (CLI end to end, DDP equivalence, resume)."""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pipelines.config import load_config
+from rfnet.config import AugmentConfig, TrainRFNetConfig
+from rfnet.data import read_rf1m
+from rfnet.train import (
+    augment,
+    class_weights,
+    epoch_order,
+    load_optimizer,
+    lr_factor,
+    run_key,
+    save_optimizer,
+    weighted_loss,
+)
+
+
+def test_class_weights_balance_the_classes_with_mean_one():
+    labels = np.array([0] * 6 + [1] * 3 + [2] * 1)
+    w = class_weights(labels, num_classes=4)
+    np.testing.assert_allclose(
+        w[:3] * np.array([6, 3, 1]), [10 / 3] * 3
+    )  # each class weighs the same in total
+    assert w[3] == 0.0
+    assert w[labels].mean() == pytest.approx(1.0)
+
+
+def test_weighted_loss_is_additive_over_equal_halves():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(8, 6), torch.randint(0, 6, (8,))
+    weights = torch.rand(6) + 0.5
+    whole = weighted_loss(logits, labels, weights, 0.1)
+    halves = (
+        weighted_loss(logits[:4], labels[:4], weights, 0.1)
+        + weighted_loss(logits[4:], labels[4:], weights, 0.1)
+    ) / 2
+    torch.testing.assert_close(whole, halves)
+    plain = torch.nn.functional.cross_entropy(logits, labels)
+    torch.testing.assert_close(weighted_loss(logits, labels, None, 0.0), plain)
+
+
+def test_lr_factor_warms_up_then_decays_to_zero():
+    f = [lr_factor(s, 10, 100) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(f[10:]))
+    assert lr_factor(100, 10, 100) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(55, 10, 100) == pytest.approx(0.5)
+
+
+def test_epoch_order_is_seeded_and_the_sampler_balances():
+    labels = np.array([0] * 90 + [1] * 10)
+    a, b = epoch_order(100, labels, 3, 0, "weights"), epoch_order(100, labels, 3, 0, "weights")
+    assert np.array_equal(a, b) and sorted(a.tolist()) == list(range(100))
+    assert not np.array_equal(a, epoch_order(100, labels, 4, 0, "weights"))
+    drawn = np.concatenate([epoch_order(100, labels, e, 0, "sampler") for e in range(20)])
+    assert 0.4 < (labels[drawn] == 1).mean() < 0.6
+
+
+def test_augment_flips_image_product_and_maps_together_and_keeps_ranges():
+    cfg = AugmentConfig(hflip=True, translate=0.0, color=0.0)
+    image = torch.zeros(64, 3, 16, 16)
+    image[..., :4] = 1.0  # a bar on the left
+    product = torch.zeros(64, 4, 8, 8)
+    product[..., :2] = 1.0
+    maps = image[:, :1].clone()
+    out_img, out_prod, out_maps, _ = augment(image, product, cfg, torch.Generator().manual_seed(0), maps)
+    flipped = out_img[:, 0, 0, -1] == 1.0
+    assert 10 < int(flipped.sum()) < 54  # about half, per sample
+    assert torch.equal(flipped, out_prod[:, 0, 0, -1] == 1.0) and torch.equal(
+        flipped, out_maps[:, 0, 0, -1] == 1.0
+    )
+    # Rows keep their content: nothing moves vertically (gravity matters for Space Mismatch).
+    assert torch.equal(out_img.sum(dim=-1), image.sum(dim=-1))
+
+
+def test_augment_shift_and_colour_are_seeded_and_bounded():
+    cfg = AugmentConfig(hflip=False, translate=0.1, color=0.2)
+    image, product = torch.rand(4, 3, 20, 20), torch.rand(4, 4, 10, 10)
+    a = augment(image, product, cfg, torch.Generator().manual_seed(5))
+    b = augment(image, product, cfg, torch.Generator().manual_seed(5))
+    assert all(torch.equal(x, y) for x, y in zip(a[:2], b[:2], strict=True))
+    assert float(a[0].min()) >= 0.0 and float(a[0].max()) <= 1.0
+    assert torch.equal(a[1][:, 3], product[:, 3])  # alpha is never changed
+
+
+def test_optimizer_state_round_trips_through_safetensors(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01)
+    for _ in range(3):
+        model(torch.randn(5, 4)).sum().backward()
+        opt.step()
+        opt.zero_grad()
+    save_optimizer(opt, str(tmp_path / "opt.safetensors"))
+    fresh = torch.optim.AdamW(model.parameters(), lr=0.5)
+    load_optimizer(fresh, str(tmp_path / "opt.safetensors"))
+    for (k, a), (_, b) in zip(
+        opt.state_dict()["state"].items(), fresh.state_dict()["state"].items(), strict=True
+    ):
+        for name in a:
+            torch.testing.assert_close(torch.as_tensor(a[name]), torch.as_tensor(b[name]), msg=f"{k}.{name}")
+    assert fresh.param_groups[0]["lr"] == pytest.approx(0.01)
+
+
+def test_run_key_ignores_how_long_and_where_but_not_what():
+    base = load_config(TrainRFNetConfig, preset="tiny", overrides={"data.root": "/d", "out": "/o"})
+    same = [
+        {"optim.epochs": 9},
+        {"workers.num_workers": 2},
+        {"out": "/elsewhere"},
+        {"optim.max_train_minutes": 3},
+    ]
+    for ov in same:
+        other = load_config(TrainRFNetConfig, preset="tiny", overrides={"data.root": "/d", "out": "/o", **ov})
+        assert run_key(other) == run_key(base), ov
+    other = load_config(
+        TrainRFNetConfig, preset="tiny", overrides={"data.root": "/d", "out": "/o", "optim.lr": 0.1}
+    )
+    assert run_key(other) != run_key(base)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Ray Train runs on a small synthetic set.
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory) -> str:
+    from rfnet.data.synthetic import make_synthetic_set
+
+    return make_synthetic_set(str(tmp_path_factory.mktemp("tiny-set")), n_per_class=5, image_size=64, seed=0)
+
+
+def last_checkpoint(out: str) -> dict:
+    dirs = sorted(
+        d for d in glob.glob(os.path.join(out, "ray_train", "*", "checkpoint_*")) if os.path.isdir(d)
+    )
+    assert dirs, f"no Ray Train checkpoint under {out}"
+    with open(os.path.join(dirs[-1], "trainer_state.json")) as f:
+        state = json.load(f)
+    return {"weights": load_file(os.path.join(dirs[-1], "model.safetensors")), "state": state}
+
+
+@pytest.mark.ray
+def test_train_rfnet_and_evaluate_cli_end_to_end(ray_cluster, tiny_set, tmp_path, capsys):
+    from jobs.cli import main
+    from rfnet.checkpoint import load_rfnet
+
+    out, eval_out = str(tmp_path / "model"), str(tmp_path / "eval")
+    assert main(["train-rfnet", "--preset", "tiny", "--data", tiny_set, "--out", out, "--epochs", "2"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["epochs"] == 2 and summary["n_train"] + summary["n_val"] == 30
+    loaded = load_rfnet(out, device="cpu")
+    assert loaded.meta["split"]["n_val"] == summary["n_val"] and loaded.threshold == 0.5
+    assert os.listdir(os.path.join(out, "tensorboard"))
+
+    args = ["evaluate", "--preset", "tiny", "--rfnet", out, "--data", tiny_set, "--out", eval_out]
+    assert main([*args, "--target-precision", "0.01", "--write-threshold"]) == 0
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert report["split"]["mode"] == "val" and report["n"] == summary["n_val"]
+    assert {"macro_f1", "per_class", "available", "confusion", "threshold"} <= set(report)
+    assert sum(map(sum, report["confusion"])) == report["n"]
+    assert report["macro_f1"] == pytest.approx(loaded.meta["train"]["val_macro_f1"], abs=1e-6)
+    assert (tmp_path / "eval" / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The threshold reached the (trivial) target and was written into the checkpoint.
+    assert report["threshold_selection"]["written_to_checkpoint"]
+    assert load_rfnet(out, device="cpu").threshold == pytest.approx(report["threshold"])
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ddp_two_workers_match_one_worker_with_the_same_global_batch(ray_cluster, tiny_set, tmp_path):
+    from rfnet.train import train_rfnet
+
+    results = {}
+    for workers in (1, 2):
+        cfg = load_config(
+            TrainRFNetConfig,
+            preset="tiny",
+            overrides={
+                "data.root": tiny_set,
+                "out": str(tmp_path / f"w{workers}"),
+                "workers.num_workers": workers,
+                "model.dropout": 0.0,
+                "optim.epochs": 2,
+                "optim.batch_size": 8,
+                "tensorboard": False,
+            },
+        )
+        train_rfnet(cfg)
+        results[workers] = last_checkpoint(cfg.out)
+    one, two = results[1], results[2]
+    assert one["state"]["step"] == two["state"]["step"] > 0
+    # Compare what the models compute, not raw weights: some weights (attention key biases) have an
+    # exactly zero gradient in exact arithmetic, and Adam turns float noise there into updates that
+    # cannot change any output.
+    from rfnet.model import build_rfnet
+    from rfnet.train import load_examples
+
+    model_cfg = cfg.model
+    examples = load_examples(
+        read_rf1m(tiny_set).samples,
+        image_size=model_cfg.image_size,
+        product_size=model_cfg.product_size,
+        threads=2,
+    )
+    batch = examples.batch(np.arange(len(examples)), torch.device("cpu"))
+    outputs = []
+    for result in (one, two):
+        model = build_rfnet(model_cfg, pretrained=False)
+        model.load_state_dict(result["weights"])
+        model.eval()
+        with torch.no_grad():
+            outputs.append(
+                model(
+                    batch["image"], batch["product"], batch["has_product"], model.tokenize(batch["caption"])
+                )
+            )
+    # Training moved the weights by ~lr x steps = 1e-2; float noise stays ~100x below that.
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-3, atol=1e-3)
+    for name, value in one["weights"].items():
+        if "in_proj_bias" not in name:
+            torch.testing.assert_close(two["weights"][name], value, rtol=1e-3, atol=5e-4, msg=name)
+    for h1, h2 in zip(one["state"]["history"], two["state"]["history"], strict=True):
+        assert h1["train_loss"] == pytest.approx(h2["train_loss"], rel=1e-4)
+        assert h1["val_macro_f1"] == pytest.approx(h2["val_macro_f1"])
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_rerun_resumes_from_the_last_checkpoint(ray_cluster, tiny_set, tmp_path):
+    from rfnet.train import train_rfnet
+
+    def cfg(epochs: int) -> TrainRFNetConfig:
+        return load_config(
+            TrainRFNetConfig,
+            preset="tiny",
+            overrides={
+                "data.root": tiny_set,
+                "out": str(tmp_path / "run"),
+                "optim.epochs": epochs,
+                "tensorboard": False,
+            },
+        )
+
+    train_rfnet(cfg(1))
+    first = last_checkpoint(str(tmp_path / "run"))
+    train_rfnet(cfg(2))  # the same run, longer: continues from epoch 1
+    second = last_checkpoint(str(tmp_path / "run"))
+    assert second["state"]["epoch"] == 2 and second["state"]["resumed_at"] == [1]
+    assert second["state"]["history"][0] == first["state"]["history"][0]
+    assert second["state"]["step"] == 2 * first["state"]["step"]
+
+
+def test_augment_moves_the_product_box_with_the_image():
+    cfg = AugmentConfig(hflip=True, translate=0.1, color=0.0)
+    image = torch.zeros(16, 3, 40, 40)
+    image[:, :, 10:20, 4:12] = 1.0  # the "product"
+    box = torch.tensor([[4 / 40, 10 / 40, 12 / 40, 20 / 40]]).repeat(16, 1)
+    out, _, _, moved = augment(
+        image, torch.zeros(16, 4, 8, 8), cfg, torch.Generator().manual_seed(3), None, box
+    )
+    for i in range(16):
+        ys, xs = torch.nonzero(out[i, 0] > 0.5, as_tuple=True)
+        found = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]) / 40
+        torch.testing.assert_close(moved[i], found.float(), atol=1e-6, rtol=0)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_stream_loader_trains_from_ray_data_shards(ray_cluster, tiny_set, tmp_path):
+    from rfnet.checkpoint import load_rfnet
+    from rfnet.train import train_rfnet
+
+    cfg = load_config(
+        TrainRFNetConfig,
+        preset="tiny",
+        overrides={
+            "data.root": tiny_set,
+            "data.loader": "stream",
+            "out": str(tmp_path / "run"),
+            "workers.num_workers": 2,
+            "optim.epochs": 2,
+            "tensorboard": False,
+        },
+    )
+    result = train_rfnet(cfg)
+    assert result.epochs == 2
+    state = last_checkpoint(cfg.out)["state"]
+    # 2 workers x 4 per worker over the 25 train rows: 3 full global batches per epoch.
+    assert state["step"] == 2 * ((result.n_train // 2) // 4)
+    assert load_rfnet(cfg.out, device="cpu").meta["split"]["n_train"] == result.n_train
+
+
+def test_prepare_split_uses_split_files_and_never_the_test_file(tmp_path, tiny_set):
+    import shutil
+
+    from rfnet.train import prepare_split
+
+    root = tmp_path / "split-set"
+    shutil.copytree(tiny_set, root)
+    lines = (root / "label.txt").read_text().splitlines(keepends=True)
+    (root / "label.txt").unlink()
+    (root / "train.txt").write_text("".join(lines[:20]))
+    (root / "val.txt").write_text("".join(lines[20:25]))
+    (root / "test.txt").write_text("".join(lines[25:]))
+    cfg = load_config(
+        TrainRFNetConfig, preset="tiny", overrides={"data.root": str(root), "out": str(tmp_path / "o")}
+    )
+    train, val, meta = prepare_split(cfg)
+    assert (len(train), len(val)) == (20, 5)
+    test_images = {line.split("\t")[0] for line in lines[25:]}
+    assert not any(s.image.endswith(tuple(test_images)) for s in train + val)
+    assert meta["split"]["files"]["test"].endswith("test.txt") and meta["split"]["val_fraction"] is None
+
+
+def test_shipped_job_configs_load():
+    from pathlib import Path
+
+    from rfnet.config import EvaluateConfig
+
+    configs = Path(__file__).resolve().parents[2] / "jobs" / "configs"
+    train = load_config(TrainRFNetConfig, config_file=configs / "train_rfnet.yaml")
+    assert train.model.backbone == "compact" and train.optim.max_train_minutes
+    assert load_config(EvaluateConfig, config_file=configs / "evaluate.yaml").target_precision == 0.9
