@@ -7,7 +7,7 @@ generation pipeline passes):
 - ``score_numpy``: the inspection path (uint8 in, product canonicalisation, maps, forward);
 - ``predict_proba`` with a gradient w.r.t. the image: RFFT's reward path (forward + backward);
 - per-map cost per image: ``defocus`` and ``spectral_residual`` / ``frequency_tuned`` at 128 px,
-  the product-match maps, and the depth networks at their default size (``tiny_depth_anything``,
+  the product-match maps, the product search (`locate_product`), and the depth networks at their default size (``tiny_depth_anything``,
   ``depth_anything`` = Depth Anything Small, ``dpt`` = DPT ViT-B/16; random weights, same compute).
 
     python -m bench.rfnet_scoring            # writes bench/results/rfnet_cpu.json
@@ -78,7 +78,7 @@ def bench_scoring(preset: str, batch: int, repeats: int) -> dict[str, Any]:
 
 
 def bench_maps(repeats: int, with_dpt: bool) -> list[dict[str, Any]]:
-    from rfnet.aux import build_aux, product_match_maps
+    from rfnet.aux import build_aux, locate_product, product_match_maps
 
     out = []
     batch = 16
@@ -90,6 +90,7 @@ def bench_maps(repeats: int, with_dpt: bool) -> list[dict[str, Any]]:
         extractor = build_aux(name)
         cases.append((name, 128, lambda e=extractor: e(image), batch))
     cases.append(("product_match", 128, lambda: product_match_maps(image, product, has), batch))
+    cases.append(("product_search", 128, lambda: locate_product(image, product, has), batch))
     networks = [("tiny_depth_anything", 56), ("depth_anything", 252)]
     if with_dpt:
         networks.append(("dpt", 384))

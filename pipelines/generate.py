@@ -25,6 +25,37 @@ from pipelines.prepare import composite_on, paste_back
 logger = logging.getLogger(__name__)
 
 
+class ReuseConditioning(torch.nn.Module):
+    """The ControlNet's conditioning embedding, computed once per control image instead of per call.
+
+    ``StableDiffusionControlNetInpaintPipeline`` passes the same control-image tensor to the ControlNet
+    at every denoising step, and ``ControlNetModel`` re-embeds it every time (eight convolutions at
+    full resolution: ~45% of the tiny preset's generation time, 1.3% of SD1.5's FLOPs at 512 px). This
+    wrapper returns the previous output while its input is the very same tensor object (the reference
+    it keeps means no other tensor can take that identity). Exact: the same module on the same input.
+    Only without autograd; with gradients enabled it always recomputes.
+    """
+
+    def __init__(self, embedding: torch.nn.Module):
+        super().__init__()
+        self.embedding = embedding
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @torch.compiler.disable
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            self._last = None
+            return self.embedding(cond)
+        if self._last is not None and self._last[0] is cond:
+            return self._last[1]
+        out = self.embedding(cond)
+        self._last = (cond, out)
+        return out
+
+    def clear(self) -> None:
+        self._last = None
+
+
 class GenerateStage:
     """StableDiffusionControlNetInpaintPipeline around the prepared inputs; models load once per actor.
 
@@ -67,6 +98,8 @@ class GenerateStage:
             for module in (pipe.unet, pipe.controlnet, pipe.vae):
                 module.to(memory_format=torch.channels_last)
         pipe.set_progress_bar_config(disable=True)
+        self.reuse_conditioning = ReuseConditioning(pipe.controlnet.controlnet_cond_embedding)
+        pipe.controlnet.controlnet_cond_embedding = self.reuse_conditioning
         self.pipe = pipe
         self.load_s = time.perf_counter() - t0
         self.compile_s = 0.0
@@ -114,20 +147,23 @@ class GenerateStage:
                 pad, (products, masks, controls, prompts, negatives, seeds)
             )
         white = np.full((r, r, 3), 255, np.uint8)
-        out = self.pipe(
-            prompt=list(prompts),
-            negative_prompt=list(negatives),
-            image=[Image.fromarray(composite_on(p, white)) for p in products],
-            mask_image=[Image.fromarray(m) for m in masks],
-            control_image=[Image.fromarray(c) for c in controls],
-            height=r,
-            width=r,
-            num_inference_steps=g.num_inference_steps,
-            guidance_scale=g.guidance_scale,
-            controlnet_conditioning_scale=g.controlnet_conditioning_scale,
-            generator=[torch.Generator("cpu").manual_seed(int(s)) for s in seeds],
-            output_type="np",
-        )
+        try:
+            out = self.pipe(
+                prompt=list(prompts),
+                negative_prompt=list(negatives),
+                image=[Image.fromarray(composite_on(p, white)) for p in products],
+                mask_image=[Image.fromarray(m) for m in masks],
+                control_image=[Image.fromarray(c) for c in controls],
+                height=r,
+                width=r,
+                num_inference_steps=g.num_inference_steps,
+                guidance_scale=g.guidance_scale,
+                controlnet_conditioning_scale=g.controlnet_conditioning_scale,
+                generator=[torch.Generator("cpu").manual_seed(int(s)) for s in seeds],
+                output_type="np",
+            )
+        finally:
+            self.reuse_conditioning.clear()  # do not hold a batch's activations after it
         images = (np.clip(out.images[:n], 0.0, 1.0) * 255.0).round().astype(np.uint8)
         return np.stack([paste_back(img, p) for img, p in zip(images, products[:n], strict=True)])
 

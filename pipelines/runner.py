@@ -330,6 +330,10 @@ class CatalogRun:
         self.states: dict[str, ItemState] = {}
         self.waves: list[WaveStats] = []
         self.lease_owner: str | None = None
+        # Part files are named run, wave, driver session, counter. The session token keeps a resumed
+        # run (which counts waves and parts from 1 again) from overwriting parts an earlier driver of
+        # the same run wrote: a part is never rewritten, so nothing recorded before a crash is lost.
+        self.session = uuid.uuid4().hex[:8]
         self.part = 0
 
     # --- opening -------------------------------------------------------------------------------
@@ -483,6 +487,9 @@ class CatalogRun:
         # A fixed name: a resumed run rewrites the same file instead of adding a second copy.
         self.store.write_part("results", f"{self.run_id}-catalog-errors", to_table(rows, RESULT_SCHEMA))
 
+    def _part_name(self, wave: int) -> str:
+        return f"{self.run_id}-w{wave:05d}-{self.session}-{self.part:04d}"
+
     def _finalize_decided(self, wave: int) -> None:
         """Write result rows for items whose attempts decide them but that have no result yet."""
         rows = []
@@ -497,9 +504,7 @@ class CatalogRun:
                 self.progress.item(decided["status"])
         if rows:
             self.part += 1
-            self.store.write_part(
-                "results", f"{self.run_id}-w{wave:05d}-{self.part:04d}", to_table(rows, RESULT_SCHEMA)
-            )
+            self.store.write_part("results", self._part_name(wave), to_table(rows, RESULT_SCHEMA))
 
     # --- waves -----------------------------------------------------------------------------------
     def _next_wave_plans(self) -> list[tuple[CatalogItem, Any]]:
@@ -590,9 +595,7 @@ class CatalogRun:
             self.store.renew_lease(self.lease_owner, LEASE_TTL_S)
         if buffer:
             self.part += 1
-            self.store.write_part(
-                "attempts", f"{self.run_id}-w{wave:05d}-{self.part:04d}", to_table(buffer, ATTEMPT_SCHEMA)
-            )
+            self.store.write_part("attempts", self._part_name(wave), to_table(buffer, ATTEMPT_SCHEMA))
         self._finalize_decided(wave)
 
     # --- summary ---------------------------------------------------------------------------------

@@ -206,6 +206,8 @@ class ScriptedInspector:
             if errors[i]:
                 continue
             verdict = self.script[str(batch["sku_id"][i])][int(batch["attempt"][i]) - 1]
+            if verdict == "crash":
+                raise RuntimeError(f"scripted crash at {batch['sku_id'][i]}")
             if isinstance(verdict, str):
                 errors[i] = verdict
             else:
@@ -283,6 +285,46 @@ def test_scripted_recurrent_generation(ray_cluster, tmp_path):
     for sku, r in results.items():
         if r["status"] == "accepted":
             assert Path(r["image"]).read_bytes() == Path(again[sku]["image"]).read_bytes()
+
+
+def test_run_that_died_mid_way_resumes_without_losing_recorded_rows(ray_cluster, tmp_path):
+    """A driver that dies after some waves wrote their parts, rerun: the resumed driver counts waves
+    and parts from 1 again and must not overwrite what the first one wrote."""
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    catalog = write_sample_catalog(tmp_path / "cat", items=5)
+    skus = [json.loads(line)["sku_id"] for line in catalog.read_text().splitlines()]
+    script = {sku: [0.9] for sku in skus}
+    script["SKU-0001"] = [0.1, 0.8]  # rejected in wave 1, accepted in wave 2
+    script["SKU-0003"] = ["crash"]  # new in wave 2: the first run dies there
+    script_path = tmp_path / "script.json"
+    script_path.write_text(json.dumps(script))
+    overrides = {
+        "catalog": str(catalog),
+        "out": str(tmp_path / "out"),
+        "inspect.rfnet": str(script_path),
+        "inspect.threshold": 0.5,
+        "retry.max_attempts": 2,
+        "generation.num_inference_steps": 2,
+        "run.chunk_size": 2,
+    }
+    cfg = load_config(GenerateConfig, preset="tiny", overrides=overrides)
+    with pytest.raises(Exception, match="scripted crash"):
+        run_catalog(cfg, inspect_stage=ScriptedInspector)
+    first = {(a["sku_id"], a["attempt"]): a["created_at"] for a in read_dir(tmp_path / "out" / "attempts")}
+    assert ("SKU-0000", 1) in first and ("SKU-0001", 1) in first
+
+    script["SKU-0003"] = [0.9]
+    script_path.write_text(json.dumps(script))
+    summary = run_catalog(cfg, inspect_stage=ScriptedInspector)
+    results = read_dir(tmp_path / "out" / "results")
+    attempts = read_dir(tmp_path / "out" / "attempts")
+    assert sorted(r["sku_id"] for r in results) == sorted(skus)
+    keys = [(a["sku_id"], a["attempt"]) for a in attempts]
+    assert len(keys) == len(set(keys))
+    for key, created in first.items():  # recorded before the crash: still there, not regenerated
+        assert {a["created_at"] for a in attempts if (a["sku_id"], a["attempt"]) == key} == {created}
+    assert summary.run_json["resumed"] is True
+    assert summary.counts["accepted"] == len(skus)
 
 
 def test_refresh_processes_only_changes(ray_cluster, tmp_path):

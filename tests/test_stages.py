@@ -100,3 +100,23 @@ def test_write_stage_retries_then_reports(tmp_path, cfg, stage):
     out = write_batch(dict(batch), broken, str(tmp_path / "out2"))
     assert out["error"][0] == "" and out["error"][1].startswith("write failed: write ")
     assert "after 4 tries: injected write failure" in out["error"][1] and out["image"][1] == ""
+
+
+def test_conditioning_embedding_runs_once_per_batch_with_identical_images(tmp_path, cfg, stage):
+    a = np.zeros((80, 60, 4), np.uint8)
+    a[10:70, 10:50] = (30, 120, 200, 255)
+    path = tmp_path / "p.png"
+    Image.fromarray(a).save(path)
+    prepared = prepare_batch(work_batch([path] * 2, [0.7, 0.6], seeds=[3, 4]), cfg)
+    calls = []
+    handle = stage.reuse_conditioning.embedding.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        cached = stage({k: v.copy() for k, v in prepared.items()})["image"]
+        assert len(calls) == 1  # one embedding for all denoising steps and both CFG branches
+        stage.pipe.controlnet.controlnet_cond_embedding = stage.reuse_conditioning.embedding
+        plain = stage({k: v.copy() for k, v in prepared.items()})["image"]
+        assert len(calls) == 1 + cfg.generation.num_inference_steps
+    finally:
+        stage.pipe.controlnet.controlnet_cond_embedding = stage.reuse_conditioning
+        handle.remove()
+    assert np.array_equal(cached, plain)
