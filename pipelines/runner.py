@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import platform
 import time
 import uuid
@@ -145,27 +144,10 @@ def _num(x: Any) -> float:
 
 
 def ensure_ray(cfg: GenerateConfig) -> None:
-    """Connect to the configured/ambient Ray cluster, or start a local one."""
-    import ray
+    """Connect to the configured/ambient Ray cluster, or start a local one (:mod:`pipelines.raystart`)."""
+    from pipelines.raystart import ensure_ray as connect
 
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = {"configure_logging": False, "log_to_driver": True}
-    address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:  # an explicit cluster (RAY_ADDRESS is set by `ray job submit` and in KubeRay pods)
-        ray.init(address=address, **kwargs)
-        return
-    # A new local Ray; "local" never attaches to a cluster another process started on this machine.
-    # Idle OpenMP threads must not spin: on a few cores, spinning workers slow each other's torch
-    # kernels by an order of magnitude (measured: tiny UNet call 0.08 s -> 3 s).
-    env = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-    ray.init(
-        address="local",
-        num_cpus=cfg.run.ray_num_cpus,
-        include_dashboard=cfg.run.ray_dashboard,
-        runtime_env={"env_vars": env},
-        **kwargs,
-    )
+    connect(cfg.run.ray_address, num_cpus=cfg.run.ray_num_cpus, dashboard=cfg.run.ray_dashboard)
 
 
 # ----------------------------------------------------------------------------------------------------

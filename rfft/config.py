@@ -158,12 +158,10 @@ class RFFTConfig(ConfigBase):
     PRESETS: ClassVar[dict[str, tuple[str | None, dict[str, Any]]]] = {
         # The paper's setup (the class defaults). Needs --rfnet (a trained RFNet).
         "sd15": (None, {}),
-        # Random-weight tiny models and RFNet on a CPU: 128 px, 8 DDIM steps. Tuned on the tiny models
-        # (docs/rfft.md): the graded step is the last one (K = 1), whose x0 prediction is the delivered
-        # image up to a 3% noise term; with the random tiny UNet, x0 predictions a few steps earlier
-        # say little about the final image (trained weights make them approximate it, which is why
-        # the paper's K = 10 works). lr is raised because the tiny ControlNet barely moves at 1e-5,
-        # beta because the tiny models' L_CC is ~1e-6.
+        # Random-weight tiny models and RFNet on a CPU: 128 px, 8 DDIM steps, for exercising the whole
+        # method end to end in minutes (docs/rfft.md, "Results"). The graded step is the last one
+        # (K = 1), whose x0 prediction is the delivered image up to a 3% noise term. lr is raised
+        # because the tiny ControlNet barely moves at 1e-5, beta because the tiny models' L_CC is ~1e-6.
         "tiny": (
             None,
             {

@@ -664,8 +664,9 @@ def run(cfg: RFFTConfig) -> dict[str, Any]:
     cfg.check_ready()
     check_catalog(cfg)
     check_run_config(cfg)
-    if not ray.is_initialized():
-        ray.init(address=cfg.scaling.ray_address)
+    from pipelines.raystart import ensure_ray
+
+    ensure_ray(cfg.scaling.ray_address)
     out = storage.normalize(cfg.out)
     storage_filesystem = None
     if storage.is_remote(out):
