@@ -10,17 +10,20 @@ on one or more labelled sets:
   (other scene textures, product shapes, defect parameters, and product files at their original
   resolution rather than the pasted size), to check that RFNet was not tuned to one generator.
 
-Ablations (``--ablations``): all modalities; generated image only (no product, caption, depth or
-saliency); everything but the product image. Results go to ``bench/results/rfnet_quality.json``
-and a table; docs/rfnet.md quotes them.
+Modality sets (``--ablations``, default ``all``): ``all`` modalities; ``image_only``, the generated
+image only (no product, caption, depth or saliency); ``no_product``, everything but the product
+image. Results go to ``--out`` (``bench/results/rfnet_quality.json``) and a table; docs/rfnet.md
+quotes them.
 
     python -m bench.rfnet_quality --sets synthetic,alt --n-per-class 350
-    python -m bench.rfnet_quality --sets synthetic --ablations --n-per-class 350
+    python -m bench.rfnet_quality --sets synthetic --ablations image_only,no_product \
+        --out bench/results/rfnet_ablations.json
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import subprocess
@@ -33,15 +36,7 @@ import cv2
 import numpy as np
 
 from bench.common import RESULTS_DIR, command_line, format_table, loadavg, machine, write_json
-
-LABELS = (
-    "available",
-    "unsuitable",
-    "space_mismatch",
-    "size_mismatch",
-    "indistinctiveness",
-    "shape_hallucination",
-)
+from rfnet.labels import LABELS
 
 ABLATIONS: dict[str, list[str]] = {
     "all": [],
@@ -341,10 +336,19 @@ def run_protocol(data: str, work: str, extra: list[str], max_minutes: float | No
         report = json.load(f)
     with open(os.path.join(model, "meta.json")) as f:
         meta = json.load(f)
+    # meta.json is written at the best epoch; the last Ray Train checkpoint knows how many ran.
+    states = sorted(
+        glob.glob(os.path.join(model, "ray_train", "*", "checkpoint_*", "trainer_state.json")),
+        key=os.path.getmtime,
+    )
+    epochs = len(meta["train"]["history"])
+    if states:
+        with open(states[-1]) as f:
+            epochs = int(json.load(f)["epoch"])
     return {
         "train_wall_s": round(train_s, 1),
         "best_epoch": meta["train"]["best_epoch"],
-        "epochs": len(meta["train"]["history"]),
+        "epochs": epochs,
         "macro_f1": report["macro_f1"],
         "per_class_f1": {k: v["f1"] for k, v in report["per_class"].items()},
         "available_ap": report["available"]["ap"],
@@ -365,7 +369,9 @@ def main() -> None:
         "--products-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "products")
     )
     parser.add_argument(
-        "--ablations", action="store_true", help="also train image-only and no-product variants"
+        "--ablations",
+        default="all",
+        help=f"comma list of modality sets to train: {', '.join(ABLATIONS)} (default: all)",
     )
     parser.add_argument("--max-minutes", type=float, default=None, help="override the small preset's budget")
     parser.add_argument("--work", default="out/rfnet_quality")
@@ -392,9 +398,10 @@ def main() -> None:
                     seed=args.seed,
                     products_dir=products,
                 )
-        for ablation, extra in ABLATIONS.items():
-            if ablation != "all" and not args.ablations:
-                continue
+        for ablation in args.ablations.split(","):
+            if ablation not in ABLATIONS:
+                parser.error(f"unknown ablation {ablation!r}; choose from {', '.join(ABLATIONS)}")
+            extra = ABLATIONS[ablation]
             load = loadavg()
             run = run_protocol(data, os.path.join(args.work, f"{name}-{ablation}"), extra, args.max_minutes)
             results["runs"].append({"set": name, "ablation": ablation, "loadavg_before": load, **run})

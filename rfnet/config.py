@@ -85,6 +85,14 @@ class RFNetConfig(ConfigBase):
     # contrast, support under the base, product-coloured matter on the outline, clutter, neighbour
     # heights), one more token through a small MLP. Needs use_placement and use_product_match.
     use_descriptor: bool = False
+    # How the descriptor's 46 differently scaled measurements are normalised before its MLP. "data":
+    # standardised per feature with the training set's mean and std (stored in the checkpoint, set
+    # by the trainer before the first epoch; clipped to +-5 std). "layer": a LayerNorm across the
+    # features of each sample (mixes unrelated units; kept for older checkpoints).
+    descriptor_norm: Literal["layer", "data"] = "layer"
+    # Also a linear map from the (standardised) descriptor straight to the logits, added to the
+    # head's: what a linear model of the measurements gets right is there from the first epochs.
+    descriptor_logits: bool = False
 
     # --- image encoders -----------------------------------------------------------------------
     backbone: Backbone = "resnet50"  # image encoder architecture (one per image input unless share_encoders)
@@ -152,6 +160,9 @@ class RFNetConfig(ConfigBase):
                 local_context=2.5,
                 local_widths=(24, 48, 96, 128),
                 use_descriptor=True,
+                descriptor_norm="data",
+                descriptor_logits=True,
+                global_size=64,
                 caption_encoder="bert_tiny",
                 caption_max_length=48,
                 dim=128,
@@ -177,6 +188,10 @@ class RFNetConfig(ConfigBase):
                 dim=32,
                 fusion_layers=1,
                 fusion_heads=2,
+                # as before these switches existed, so the seeded "tiny" source scores as it did
+                descriptor_norm="layer",
+                descriptor_logits=False,
+                global_size=None,
             ),
         ),
     }

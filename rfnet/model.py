@@ -128,13 +128,23 @@ class RFNet(nn.Module):
         self.image_tokens = TokenProjector(self.image_encoder.out_channels, c.dim, g)
         n_types = 8
         self.descriptor: nn.Module | None = None
+        self.descriptor_logits: nn.Linear | None = None
         if c.use_descriptor:
+            data_norm = c.descriptor_norm == "data"
+            if data_norm:
+                # Per-feature standardisation, set from the training set (set_descriptor_stats).
+                self.register_buffer("descriptor_mean", torch.zeros(DESCRIPTOR_SIZE))
+                self.register_buffer("descriptor_std", torch.ones(DESCRIPTOR_SIZE))
             self.descriptor = nn.Sequential(
-                nn.LayerNorm(DESCRIPTOR_SIZE),
+                nn.Identity() if data_norm else nn.LayerNorm(DESCRIPTOR_SIZE),
                 nn.Linear(DESCRIPTOR_SIZE, c.dim),
                 nn.GELU(),
                 nn.Linear(c.dim, c.dim),
             )
+            if c.descriptor_logits:
+                self.descriptor_logits = nn.Linear(DESCRIPTOR_SIZE, NUM_CLASSES)
+                nn.init.zeros_(self.descriptor_logits.weight)
+                nn.init.zeros_(self.descriptor_logits.bias)
         self.local_encoder: nn.Module | None = None
         if c.local_view:
             self.local_encoder = backbone(c.image_channels, c.local_widths, c.local_size)
@@ -327,10 +337,9 @@ class RFNet(nn.Module):
         if self.local_encoder is not None:
             local = crop_around(x, maps["box"], c.local_size, c.local_context)
             add(self.local_tokens(self.local_encoder(local)) + self.grid_pos, _LOCAL)
+        desc = None
         if self.descriptor is not None:
-            desc = product_descriptor(
-                image, maps["placement"], maps["match"], maps["box"], maps.get("box_error")
-            )
+            desc = self.describe(image, maps)
             add(self.descriptor(desc).unsqueeze(1), _DESCRIPTOR, (~has_product).view(-1, 1))
         for name, kind in (("depth", _DEPTH), ("saliency", _SALIENCY)):
             if name in self.aux_tokens:
@@ -373,7 +382,34 @@ class RFNet(nn.Module):
         if self.fusion is not None:
             seq = self.fusion(seq, src_key_padding_mask=pad)
         cls = self.norm(seq[:, 0])
-        return self.head(self.head_dropout(cls))
+        logits = self.head(self.head_dropout(cls))
+        if self.descriptor_logits is not None:
+            logits = logits + self.descriptor_logits(desc) * has_product.to(logits.dtype).view(-1, 1)
+        return logits
+
+    def describe(self, image: torch.Tensor, maps: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The product descriptor (:func:`rfnet.aux.product_descriptor`) as the network reads it:
+        standardised with the training set's statistics when ``descriptor_norm="data"``. A raw
+        descriptor passed in ``maps["descriptor"]`` is used as is."""
+        desc = maps.get("descriptor")
+        if desc is None:
+            desc = product_descriptor(
+                image, maps["placement"], maps["match"], maps["box"], maps.get("box_error")
+            )
+        if self.config.descriptor_norm == "data":
+            desc = ((desc - self.descriptor_mean.to(desc.dtype)) / self.descriptor_std.to(desc.dtype)).clamp(
+                -5.0, 5.0
+            )
+        return desc
+
+    def set_descriptor_stats(self, raw: torch.Tensor) -> None:
+        """Set the descriptor standardisation from raw descriptors ``(N, DESCRIPTOR_SIZE)`` of
+        training examples with a product (no-op unless ``descriptor_norm="data"``)."""
+        if not (self.config.use_descriptor and self.config.descriptor_norm == "data") or not len(raw):
+            return
+        raw = raw.double()
+        self.descriptor_mean.copy_(raw.mean(dim=0).float())
+        self.descriptor_std.copy_(raw.std(dim=0, unbiased=False).clamp(min=1e-4).float())
 
 
 def build_rfnet(

@@ -55,6 +55,7 @@ from pipelines import storage
 from pipelines.config import ConfigError
 from pipelines.device import autocast, place
 from rfnet import metrics
+from rfnet.aux import DESCRIPTOR_SIZE, product_descriptor
 from rfnet.checkpoint import load_model, save_rfnet
 from rfnet.config import AugmentConfig, TrainRFNetConfig
 from rfnet.data import ExampleError, Sample, load_example, read_rf1m, split_samples
@@ -348,6 +349,31 @@ def _threads(cfg: TrainRFNetConfig, world: int) -> int:
     return max(1, (os.cpu_count() or 1) // world)
 
 
+def fit_descriptor_stats(model: RFNet, batches) -> None:
+    """Standardise the product descriptor with the training set's per-feature mean and std (summed
+    over all workers, so every worker gets the same); no-op unless ``descriptor_norm="data"``."""
+    c = model.config
+    if not (c.use_descriptor and c.descriptor_norm == "data"):
+        return
+    sums = torch.zeros(2 * DESCRIPTOR_SIZE + 1, dtype=torch.float64)
+    with torch.inference_mode():
+        for b in batches:
+            m = b["maps"]
+            d = m.get("descriptor")
+            if d is None:
+                d = product_descriptor(b["image"], m["placement"], m["match"], m["box"], m.get("box_error"))
+            d = d[b["has_product"]].double().cpu()
+            sums += torch.cat([d.sum(0), (d**2).sum(0), torch.tensor([float(len(d))], dtype=torch.float64)])
+    sums = all_reduce(sums)
+    n = float(sums[-1])
+    if n < 2:
+        return
+    mean = sums[:DESCRIPTOR_SIZE] / n
+    std = (sums[DESCRIPTOR_SIZE:-1] / n - mean**2).clamp(min=0).sqrt().clamp(min=1e-4)
+    model.descriptor_mean.copy_(mean.float())
+    model.descriptor_std.copy_(std.float())
+
+
 def evaluate_batches(model: RFNet, batches, placement) -> tuple[np.ndarray, float, int]:
     """``(confusion (K, K) int64, summed loss, count)`` over this worker's validation batches."""
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
@@ -434,6 +460,11 @@ class MemoryData:
                 gen if self.cfg.augment.enabled else None,
                 mine,
             )
+
+    def stat_batches(self):
+        """Unaugmented batches of the train set (for input statistics)."""
+        for start in range(0, len(self.train), 64):
+            yield self._batch(self.train, np.arange(start, min(start + 64, len(self.train))), None, None)
 
     def val_batches(self):
         size = max(32, self.cfg.optim.batch_size // self.world)
@@ -528,6 +559,14 @@ class StreamData:
                 break
             gen = torch.Generator().manual_seed(oc.seed * 1_000_003 + epoch * 10_007 + s * 101 + self.rank)
             yield self._convert(np_batch, gen if self.cfg.augment.enabled else None)
+
+    def stat_batches(self, limit: int = 32):
+        """The first ``limit`` batches of this worker's train shard, unaugmented (input statistics)."""
+        batches = self.train.iter_batches(batch_size=self.local, batch_format="numpy")
+        for s, np_batch in enumerate(batches):
+            if s >= limit:
+                break
+            yield self._convert(np_batch, None)
 
     def val_batches(self):
         for np_batch in self.val.iter_batches(batch_size=max(32, self.local), batch_format="numpy"):
@@ -640,6 +679,8 @@ def fit_worker(config: dict[str, Any], session) -> None:
     counts = np.asarray(config["class_counts"], np.int64)
     weights = torch.from_numpy(class_weights(np.repeat(np.arange(NUM_CLASSES), counts))).to(device)
     weights = weights if oc.balance == "weights" else None
+    if state["epoch"] == 0 and not cfg.init_from:
+        fit_descriptor_stats(core, data.stat_batches())
     steps_per_epoch = data.steps_per_epoch()
     warmup_steps = round(oc.warmup_epochs * steps_per_epoch)
 
@@ -803,16 +844,9 @@ class TrainResult:
 
 def ensure_ray(address: str | None, num_cpus: int | None) -> None:
     """Connect to ``address`` / ``RAY_ADDRESS``, or start a local Ray (no dashboard), unless already up."""
-    import ray
+    from pipelines.raystart import ensure_ray as connect
 
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, configure_logging=False)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
+    connect(address, num_cpus=num_cpus)
 
 
 def _sample_dicts(samples: list[Sample]) -> list[dict[str, Any]]:

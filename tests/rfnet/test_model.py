@@ -235,3 +235,29 @@ def test_paper_preset_builds_and_scores_with_a_gradient():
     probs = scorer.predict_proba(image, product, ["a red ceramic mug"])
     probs[:, 0].sum().backward()
     assert torch.isfinite(probs).all() and image.grad.abs().sum() > 0
+
+
+def test_descriptor_standardisation_is_stored_and_the_direct_path_starts_at_zero(tmp_path):
+    from rfnet.aux import DESCRIPTOR_SIZE
+
+    cfg = tiny(descriptor_norm="data", descriptor_logits=True)
+    model = build_rfnet(cfg, seed=0)
+    image, product, captions = inputs(cfg)
+    before = logits(model, image, product, captions)
+    # The direct descriptor -> logits path is zero at init: the head alone decides at first.
+    assert torch.count_nonzero(model.descriptor_logits.weight) == 0
+    raw = torch.randn(50, DESCRIPTOR_SIZE, generator=torch.Generator().manual_seed(0)) * 3 + 2
+    model.set_descriptor_stats(raw)
+    torch.testing.assert_close(model.descriptor_mean, raw.mean(0))
+    torch.testing.assert_close(model.descriptor_std, raw.std(0, unbiased=False))
+    after = logits(model, image, product, captions)
+    assert not torch.allclose(before, after)
+    # The statistics are part of the checkpoint.
+    save_rfnet(model, cfg, str(tmp_path))
+    loaded = load_rfnet(str(tmp_path), device="cpu")
+    torch.testing.assert_close(loaded.model.descriptor_std, model.descriptor_std, rtol=0, atol=0)
+    torch.testing.assert_close(logits(loaded.model, image, product, captions), after, rtol=0, atol=0)
+    # "layer" (older checkpoints) has no statistics to set.
+    layer = build_rfnet(tiny(descriptor_norm="layer"), seed=0)
+    layer.set_descriptor_stats(raw)
+    assert not hasattr(layer, "descriptor_mean")

@@ -19,6 +19,7 @@ from rfnet.train import (
     augment,
     class_weights,
     epoch_order,
+    fit_descriptor_stats,
     load_optimizer,
     lr_factor,
     run_key,
@@ -132,6 +133,36 @@ def test_run_key_ignores_how_long_and_where_but_not_what():
 
 # ----------------------------------------------------------------------------------------------------
 # Ray Train runs on a small synthetic set.
+
+
+def test_descriptor_stats_come_from_the_examples_with_a_product():
+    from rfnet.aux import product_descriptor
+    from rfnet.model import build_rfnet
+
+    cfg = load_config(TrainRFNetConfig, preset="tiny", overrides={"model.descriptor_norm": "data"}).model
+    model = build_rfnet(cfg, seed=0)
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(2):
+        image = torch.rand(6, 3, cfg.image_size, cfg.image_size, generator=g)
+        product = torch.rand(6, 4, cfg.product_size, cfg.product_size, generator=g)
+        has = torch.tensor([True, True, True, True, True, False])
+        with torch.no_grad():
+            maps = model.aux_maps(image, product, has)
+        batches.append({"image": image, "product": product, "has_product": has, "maps": maps})
+    fit_descriptor_stats(model, batches)
+    raw = torch.cat(
+        [
+            product_descriptor(
+                b["image"], *(b["maps"][k] for k in ("placement", "match", "box", "box_error"))
+            )[b["has_product"]]
+            for b in batches
+        ]
+    )
+    torch.testing.assert_close(model.descriptor_mean, raw.mean(0), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        model.descriptor_std, raw.std(0, unbiased=False).clamp(min=1e-4), rtol=1e-3, atol=1e-5
+    )
 
 
 @pytest.fixture(scope="module")
