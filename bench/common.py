@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psutil
 
@@ -135,8 +135,41 @@ def _role(proc: psutil.Process, root_pid: int) -> str:
     return "other"
 
 
+class PeriodicSampler:
+    """Calls ``sample()`` every ``interval_s`` on a daemon thread while used as a context manager
+    (once more on entry and on exit); ``_t0`` is the entry time."""
+
+    thread_name = "sampler"
+    interval_s: float
+
+    def _init_periodic(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0 = time.monotonic()
+
+    def sample(self) -> object:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def __enter__(self) -> Self:
+        self._t0 = time.monotonic()
+        self.sample()
+        self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sample()
+
+
 @dataclass
-class RssSampler:
+class RssSampler(PeriodicSampler):
     """Samples the resident set size of this process and all its descendants every ``interval_s``.
 
     A local Ray started by this process (``ray.init``) runs as descendants: GCS, raylet, dashboard
@@ -150,6 +183,7 @@ class RssSampler:
     On a shared machine CPU-seconds per image are steadier than images per second.
     """
 
+    thread_name = "rss-sampler"
     interval_s: float = 1.0
     root_pid: int = field(default_factory=os.getpid)
     peak_total: int = 0
@@ -159,9 +193,7 @@ class RssSampler:
     series: list[tuple[float, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._t0 = time.monotonic()
+        self._init_periodic()
         self._cpu_first: dict[int, float] = {}  # pid -> CPU seconds at its first sample (0 if born later)
         self._cpu_last: dict[int, float] = {}
         self._cpu_role: dict[int, str] = {}
@@ -215,23 +247,6 @@ class RssSampler:
         self.series.append((round(time.monotonic() - self._t0, 1), round(total / 2**20, 1)))
         return total
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.sample()
-
-    def __enter__(self) -> RssSampler:
-        self._t0 = time.monotonic()
-        self.sample()
-        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.sample()
-
     def summary(self, with_series: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
             "peak_rss_mib": round(self.peak_total / 2**20, 1),
@@ -248,7 +263,7 @@ class RssSampler:
 
 
 @dataclass
-class FileCountSampler:
+class FileCountSampler(PeriodicSampler):
     """Counts files under ``root`` every ``interval_s`` in a background thread: output as it lands.
 
     The writers of a pipeline save images as they finish, independently of when the driver reads
@@ -257,15 +272,14 @@ class FileCountSampler:
     start, model load, compilation) and the drain at the end.
     """
 
+    thread_name = "file-counter"
     root: str | Path
     interval_s: float = 0.5
     suffix: str = ".png"
     series: list[tuple[float, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._t0 = time.monotonic()
+        self._init_periodic()
 
     def count(self) -> int:
         root = Path(self.root)
@@ -277,23 +291,6 @@ class FileCountSampler:
         n = self.count()
         self.series.append((time.monotonic() - self._t0, n))
         return n
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.sample()
-
-    def __enter__(self) -> FileCountSampler:
-        self._t0 = time.monotonic()
-        self.sample()
-        self._thread = threading.Thread(target=self._loop, name="file-counter", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.sample()
 
     def first_time(self, count: int) -> float | None:
         """Seconds from the start until at least ``count`` files existed (None if never)."""
