@@ -7,6 +7,7 @@ averaged over 1, 5 and 15 minutes); compare it with the number of cores before t
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -296,15 +297,21 @@ class FileCountSampler(PeriodicSampler):
         """Seconds from the start until at least ``count`` files existed (None if never)."""
         return next((t for t, n in self.series if n >= count), None)
 
-    def steady_rate(self, total: int, lo: float = 0.1, hi: float = 0.9) -> float | None:
+    def steady_rate(self, total: int, lo: float = 0.1, hi: float = 0.9, min_steps: int = 3) -> float | None:
         """Files per second between the first sample with >= ``lo * total`` and the first with
-        >= ``hi * total`` files (None when the two coincide, e.g. everything landed at once)."""
+        >= ``hi * total`` files.
+
+        None when that stretch holds fewer than ``min_steps`` increases of the count: files that land
+        in one or two bursts (a downstream stage batching the whole run) give no steady rate, only
+        the time of the burst.
+        """
         t_lo, t_hi = self.first_time(max(1, math.ceil(lo * total))), self.first_time(math.ceil(hi * total))
         if t_lo is None or t_hi is None or t_hi <= t_lo:
             return None
-        n_lo = next(n for t, n in self.series if t == t_lo)
-        n_hi = next(n for t, n in self.series if t == t_hi)
-        return (n_hi - n_lo) / (t_hi - t_lo)
+        stretch = [n for t, n in self.series if t_lo <= t <= t_hi]
+        if sum(1 for a, b in itertools.pairwise(stretch) if b > a) < min_steps:
+            return None
+        return (stretch[-1] - stretch[0]) / (t_hi - t_lo)
 
 
 def current_rss_mib() -> float:

@@ -7,10 +7,12 @@ One run on one GPU (under 10 minutes on an H100/H200) measures, side by side and
    decode; counted with ``torch.utils.flop_counter`` on the model itself).
 2. **variants**: ``StableDiffusionControlNetInpaintPipeline`` on random-weight SD1.5 (same compute
    as the real models) at 512 px, DDIM 40 steps, CFG 7.5 (both CFG branches in one UNet batch, as
-   diffusers does): the paper's reference script setting (fp32, batch 10) first, then ours: the
-   ``pipelines.device`` policy dtype at batch 10 / 16 / 32, channels_last, and ``torch.compile`` of
-   UNet + ControlNet with channels_last. Each is warmed up (compiled) before it is timed; the GPU is
-   synchronised before every clock read; ratios are against the reference measured in this run.
+   diffusers does): the paper's reference script setting (fp32, batch 10) first, then ours in eager
+   mode: the ``pipelines.device`` policy dtype at batch 16, fused q/k/v projections, channels_last
+   (``--compiled-variant`` adds ``torch.compile``; the stage below is compiled in any case). Each is
+   warmed up before it is timed; the GPU is synchronised before every clock read; ratios are against
+   the reference measured in this run. Then **where the time goes**: ControlNet, UNet and VAE decode
+   timed apart, and one denoising step's GPU time by kernel class (``torch.profiler``).
 3. **stage**: :class:`pipelines.generate.GenerateStage` called directly on prepared catalog rows (PIL
    conversion, per-row seeded generators and paste-back included), with the settings of step 4;
    plus the RFNet inspection stage alone on the generated images (its share of GPU time).
@@ -36,6 +38,7 @@ import gc
 import logging
 import math
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -83,6 +86,8 @@ class Plan:
     batch_size: int  # our batch size for the stage and the pipeline
     compile: bool  # torch.compile UNet + ControlNet in our best variant, the stage and the pipeline
     channels_last: bool
+    fuse_qkv: bool  # fused attention q/k/v projections in our best variant, the stage and the pipeline
+    compiled_variant: bool  # also time the compiled pipeline in step 2 (the stage always is compiled)
     stage_batches: int  # timed batches of the standalone stage (after one warm-up batch)
     pipeline_items: int  # catalog rows of the pipeline run (one attempt each)
     rfnet: str  # RFNet source for inspection
@@ -107,11 +112,13 @@ def make_plan(args: argparse.Namespace) -> Plan:
             batch_size=args.batch_size or 4,
             compile=False,
             channels_last=False,
+            fuse_qkv=True,
+            compiled_variant=False,
             stage_batches=1,
-            pipeline_items=args.items or 16,
+            pipeline_items=args.items or 24,
             rfnet="tiny",
             inspect_num_gpus=0.0,
-            inspect_batch_size=8,
+            inspect_batch_size=args.batch_size or 4,
             smoke=True,
         )
     compile_ = not args.no_compile
@@ -121,15 +128,19 @@ def make_plan(args: argparse.Namespace) -> Plan:
         steps=40,
         guidance_scale=7.5,
         reference_batch=REFERENCE_BATCH,
-        batches=(10, 16, 32),
+        batches=(16,),
         batch_size=args.batch_size or 16,
         compile=compile_,
         channels_last=compile_,  # channels_last alone is slower in eager mode (see the variants)
+        fuse_qkv=True,
+        compiled_variant=compile_ and args.compiled_variant,
         stage_batches=2,
-        pipeline_items=args.items or 160,
+        pipeline_items=args.items or 128,
         rfnet="random:small",
         inspect_num_gpus=0.1,
-        inspect_batch_size=64,
+        # As large as a generation batch: a larger inspection batch waits for several generation
+        # batches (for all of them in a short run), which holds images back and hides the steady rate.
+        inspect_batch_size=args.batch_size or 16,
     )
 
 
@@ -219,6 +230,106 @@ def count_flops(pipe, resolution: int, steps: int) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Where the time goes: per model, and per kernel class.
+
+KERNEL_CLASSES = (  # first match wins; names lower-cased (CUDA kernels, or aten ops on CPU)
+    ("attention", ("flash", "fmha", "attention", "sdpa", "softmax")),
+    ("convolution", ("conv", "fprop", "dgrad", "wgrad", "winograd", "implicit")),
+    ("matmul", ("gemm", "nvjet", "cutlass", "matmul", "gemv", "addmm", "aten::mm", "aten::bmm", "linear")),
+    ("normalisation", ("norm",)),
+    ("copy / layout", ("copy", "memcpy", "memset", "transpose", "contiguous", "cat")),
+)
+
+
+def kernel_class(name: str) -> str:
+    lowered = name.lower()
+    for cls, keys in KERNEL_CLASSES:
+        if any(k in lowered for k in keys):
+            return cls
+    return "elementwise / other"
+
+
+def time_components(pipe, plan: Plan, batch: int, device: torch.device, iters: int = 5) -> dict[str, Any]:
+    """Seconds per call of the ControlNet, the UNet (CFG batch) and the VAE decode, and one denoising
+    step's GPU time by kernel class (torch.profiler): the profile behind the throughput numbers.
+
+    Eager models in the policy dtype at ``batch`` images (CFG doubles the UNet/ControlNet batch);
+    per image = steps x (ControlNet + UNet) + VAE decode + the rest (scheduler, CPU work, copies).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    dtype = pipe.unet.dtype
+    lat, n = plan.resolution // 8, 2 * batch
+    x = torch.randn(n, 4, lat, lat, device=device, dtype=dtype)
+    ctx = torch.randn(n, 77, pipe.unet.config.cross_attention_dim, device=device, dtype=dtype)
+    cond = torch.rand(n, 3, plan.resolution, plan.resolution, device=device, dtype=dtype)
+    t = torch.full((n,), 500, device=device)
+    z = torch.randn(batch, 4, lat, lat, device=device, dtype=dtype)
+
+    def controlnet():
+        return pipe.controlnet(x, t, ctx, controlnet_cond=cond, return_dict=False)
+
+    down, mid = None, None
+
+    def unet():
+        return pipe.unet(x, t, ctx, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+
+    def decode():
+        return pipe.vae.decode(z / pipe.vae.config.scaling_factor)
+
+    def timed(fn) -> float:
+        fn()
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        sync(device)
+        return (time.perf_counter() - t0) / iters
+
+    with torch.inference_mode():
+        down, mid = controlnet()
+        seconds = {"controlnet": timed(controlnet), "unet": timed(unet), "vae_decode": timed(decode)}
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            down, mid = controlnet()
+            unet()
+            sync(device)
+    classes: dict[str, float] = {}
+    total = 0.0
+    from torch.autograd import DeviceType
+
+    for evt in prof.events():
+        if device.type == "cuda":  # GPU kernels (and copies), each counted once
+            us = evt.self_device_time_total if evt.device_type == DeviceType.CUDA else 0.0
+        else:  # smoke run on CPU: the aten operators' own time
+            us = evt.self_cpu_time_total if evt.name.startswith("aten::") else 0.0
+        if us > 0:
+            cls = kernel_class(evt.name)
+            classes[cls] = classes.get(cls, 0.0) + us
+            total += us
+    per_image_s = (plan.steps * (seconds["controlnet"] + seconds["unet"]) + seconds["vae_decode"]) / batch
+    return {
+        "batch": batch,
+        "cfg_batch": n,
+        "seconds_per_call": {k: round(v, 5) for k, v in seconds.items()},
+        # per image: steps x (ControlNet + UNet) on the CFG batch, plus the decode, divided by the batch
+        "model_seconds_per_image": round(per_image_s, 4),
+        "share_per_image": {
+            "controlnet": round(plan.steps * seconds["controlnet"] / batch / per_image_s, 4),
+            "unet": round(plan.steps * seconds["unet"] / batch / per_image_s, 4),
+            "vae_decode": round(seconds["vae_decode"] / batch / per_image_s, 4),
+        },
+        "step_kernel_share": {
+            k: round(v / total, 4) for k, v in sorted(classes.items(), key=lambda kv: -kv[1])
+        }
+        if total
+        else {},
+        "step_kernel_ms": round(total / 1e3, 2),
+        "profiled": "cuda kernels" if device.type == "cuda" else "cpu aten ops",
+    }
+
+
+# ----------------------------------------------------------------------------------------------------
 # 2. Pipeline variants.
 
 
@@ -293,6 +404,7 @@ def run_variants(
     only while ``reserve_s`` (what the stage and pipeline steps need) stays free.
     """
     from pipelines.device import DTYPES
+    from pipelines.generate import speed_up
 
     ref_dtype = DTYPES[REFERENCE_DTYPE]
     t0 = time.perf_counter()
@@ -325,14 +437,22 @@ def run_variants(
         rows.append(row)
         logger.warning("variant %s: %.3f img/s", name, row["images_per_s"])
 
-    def to_channels_last() -> None:
-        for module in (pipe.unet, pipe.controlnet, pipe.vae):
-            module.to(memory_format=torch.channels_last)
+    applied = {"fuse_qkv": False, "channels_last": False}
 
-    def compile_models() -> None:
-        to_channels_last()
-        pipe.unet = torch.compile(pipe.unet, fullgraph=False, dynamic=False)
-        pipe.controlnet = torch.compile(pipe.controlnet, fullgraph=False, dynamic=False)
+    def apply(**settings: bool) -> Callable[[], None]:
+        """Switch on the given exact speed settings (in place; later variants keep them)."""
+
+        def fn() -> None:
+            todo = {k: v and not applied.get(k, False) for k, v in settings.items()}
+            speed_up(
+                pipe,
+                channels_last=todo.get("channels_last", False),
+                fuse_qkv=todo.get("fuse_qkv", False),
+                compile=todo.get("compile", False),
+            )
+            applied.update({k: v or applied.get(k, False) for k, v in settings.items()})
+
+        return fn
 
     name = str(policy_dtype).removeprefix("torch.")
     eager_ips = 1.0 if plan.smoke else 2.5  # rough eager img/s on an H100/H200, for the estimates
@@ -344,28 +464,53 @@ def run_variants(
         True,
         dtype=REFERENCE_DTYPE,
         channels_last=False,
+        fuse_qkv=False,
         compile=False,
     )
     pipe = pipe.to(dtype=policy_dtype)
+    eager = {"dtype": name, "channels_last": False, "fuse_qkv": False, "compile": False}
     for b in plan.batches:
-        add(f"{name} b{b}", 5 + b / eager_ips, b, False, dtype=name, channels_last=False, compile=False)
+        add(f"{name} b{b}", 5 + b / eager_ips, b, False, **eager)
     b = plan.batch_size
-    info = {"dtype": name, "channels_last": True}
+    breakdown = None
+    if budget.allows(15):  # the profile behind the numbers: always, unless the budget is gone
+        breakdown = time_components(pipe, plan, b, device)
+    if plan.fuse_qkv:
+        add(
+            f"{name} b{b} fused_qkv",
+            5 + b / eager_ips,
+            b,
+            False,
+            apply(fuse_qkv=True),
+            **eager | {"fuse_qkv": True},
+        )
     add(
-        f"{name} b{b} channels_last",
+        f"{name} b{b} channels_last" + (" fused_qkv" if plan.fuse_qkv else ""),
         5 + b / eager_ips,
         b,
         not plan.compile,
-        to_channels_last,
-        **info,
-        compile=False,
+        apply(fuse_qkv=plan.fuse_qkv, channels_last=True),
+        **eager | {"channels_last": True, "fuse_qkv": plan.fuse_qkv},
     )
-    if plan.compile:
-        add(f"{name} b{b} channels_last compile", 150, b, True, compile_models, **info, compile=True)
+    if plan.compiled_variant:
+        add(
+            f"{name} b{b} channels_last" + (" fused_qkv" if plan.fuse_qkv else "") + " compile",
+            150,
+            b,
+            True,
+            apply(fuse_qkv=plan.fuse_qkv, channels_last=True, compile=True),
+            **eager | {"channels_last": True, "fuse_qkv": plan.fuse_qkv, "compile": True},
+        )
     ref = next((r for r in rows if r["name"] == "reference"), None)
     for r in rows:
         r["speedup_vs_reference"] = round(r["images_per_s"] / ref["images_per_s"], 3) if ref else None
-    return {"build_s": round(build_s, 1), "flops": flops, "rows": rows, "skipped": skipped}
+    return {
+        "build_s": round(build_s, 1),
+        "flops": flops,
+        "rows": rows,
+        "breakdown": breakdown,
+        "skipped": skipped,
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -389,6 +534,7 @@ def pipeline_config(plan: Plan, catalog: str, out: str, device: torch.device):
         "generation.batch_size": plan.batch_size,
         "generation.compile": plan.compile,
         "generation.channels_last": plan.channels_last,
+        "generation.fuse_qkv": plan.fuse_qkv,
         # One GPU holds both pools: generation takes what inspection leaves (1.0 + 0.1 would not fit).
         "generation.num_gpus": (1.0 - plan.inspect_num_gpus) if on_gpu else 0.0,
         "generation.num_cpus": 1.0 if on_gpu else 0.5,
@@ -532,7 +678,7 @@ def run_pipeline(plan: Plan, cfg, device: torch.device) -> dict[str, Any]:
         # Inspection's share of accelerator busy time inside the pipeline (both pools on one device).
         "inspect_share_of_busy": ins_busy / (gen_busy + ins_busy) if gen_busy + ins_busy else None,
         "generation": cfg.generation.model_dump(
-            include={"batch_size", "num_gpus", "num_cpus", "compile", "channels_last", "dtype"}
+            include={"batch_size", "num_gpus", "num_cpus", "compile", "channels_last", "fuse_qkv", "dtype"}
         ),
         "inspect_settings": cfg.inspect.model_dump(include={"rfnet", "batch_size", "num_gpus", "num_cpus"}),
     }
@@ -547,7 +693,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="CPU, tiny architecture: checks the code path only")
     p.add_argument("--batch-size", type=int, default=None, help="our batch size (default 16; smoke 4)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (saves ~90 s per process)")
-    p.add_argument("--items", type=int, default=None, help="catalog rows of the pipeline run (default 160)")
+    p.add_argument(
+        "--compiled-variant",
+        action="store_true",
+        help="also time the compiled pipeline among the variants (~150 s more; the stage is compiled anyway)",
+    )
+    p.add_argument("--items", type=int, default=None, help="catalog rows of the pipeline run (default 128)")
     p.add_argument("--budget-s", type=float, default=540.0, help="skip steps that would overrun this")
     p.add_argument("--work-dir", default=None, help="catalog and outputs (default: a temporary directory)")
     p.add_argument("--out", default=str(RESULTS_DIR / "gpu_generate.json"), help="result JSON")
@@ -578,9 +729,15 @@ def goals(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    # A run stopped from outside (timeout, a job's deadline) still writes what it measured.
+    signal.signal(signal.SIGTERM, _interrupt)
     budget = Budget(args.budget_s)
     plan = make_plan(args)
 
@@ -608,11 +765,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         peak = matmul_tflops(device, placement.dtype, plan.smoke)
         result["peak_matmul"] = peak
-        stage_estimate = 30 if plan.smoke else 60 + (90 if plan.compile else 0)
-        pipe_estimate = 60 if plan.smoke else 60 + (90 if plan.compile else 0) + plan.pipeline_items / 3.0
+        # Rough costs on an H200 (model build ~20 s; compiling UNet + ControlNet ~100 s in the stage,
+        # and again in the pipeline's actor, a separate process).
+        stage_estimate = 30 if plan.smoke else 40 + (100 if plan.compile else 0)
+        pipe_estimate = 60 if plan.smoke else 40 + (100 if plan.compile else 0) + plan.pipeline_items / 3.0
         result["variants"] = run_variants(
             plan, device, placement.dtype, budget, reserve_s=stage_estimate + pipe_estimate
         )
+        write_json(args.out, result)  # each step's numbers are kept as soon as it ends
         release_compiled(plan, device)  # the variants' pipeline is gone with run_variants' frame
         flops = result["variants"]["flops"]
         flops_per_image = REFERENCE_TFLOP_PER_IMAGE * 1e12 if plan.reference_workload else flops["per_image"]
@@ -638,6 +798,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["stage"] = run_stage(plan, stage_cfg, device)
             release_compiled(plan, device)
             result["stage"]["mfu"] = mfu(result["stage"]["images_per_s"])
+            logger.warning("stage: %s", result["stage"])
+            write_json(args.out, result)
         else:
             result["stage"] = None
             result["variants"]["skipped"].append(f"stage ({budget.left():.0f} s left)")
@@ -645,6 +807,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if budget.allows(pipe_estimate):
             result["pipeline"] = run_pipeline(plan, pipe_cfg, device)
             result["pipeline"]["mfu"] = mfu(result["pipeline"]["images_per_s_steady"])
+            logger.warning(
+                "pipeline: %s", {k: v for k, v in result["pipeline"].items() if k != "written_series_s"}
+            )
         else:
             result["pipeline"] = None
             result["variants"]["skipped"].append(f"pipeline ({budget.left():.0f} s left)")
@@ -704,6 +869,12 @@ def print_summary(result: dict[str, Any]) -> None:
             ]
         )
     print(format_table(["setting", "batch", "img/s", "vs ref", "MFU", "peak GiB"], rows))
+    bd = result["variants"].get("breakdown")
+    if bd:
+        shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in bd["share_per_image"].items())
+        kernels = ", ".join(f"{k} {100 * v:.0f}%" for k, v in bd["step_kernel_share"].items())
+        print(f"eager b{bd['batch']} model time per image: {bd['model_seconds_per_image']:.3f} s ({shares})")
+        print(f"one denoising step by kernel class ({bd['profiled']}, {bd['step_kernel_ms']} ms): {kernels}")
     for name, g in result.get("goals", {}).items():
         print(
             f"goal {name}: {g['value']} (target {g['target']}) -> {'met' if g['met'] else 'NOT met' if g['met'] is False else 'n/a'}"

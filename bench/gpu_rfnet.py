@@ -68,7 +68,9 @@ def _row(case: str, batch: int, dt: float, peak: float) -> dict[str, Any]:
     }
 
 
-def _inference_cases(cfg, placement, device, batch, score_batches, iters, warmup) -> list[dict[str, Any]]:
+def _inference_cases(
+    cfg, placement, device, batch, score_batches, iters, warmup, report: Callable[[dict[str, Any]], None]
+) -> list[dict[str, Any]]:
     from rfnet.model import build_rfnet
 
     infer = build_rfnet(cfg, pretrained=False, seed=0).to(device=device, dtype=placement.dtype)
@@ -88,7 +90,9 @@ def _inference_cases(cfg, placement, device, batch, score_batches, iters, warmup
                 return infer(image, product, has, tokens, maps=maps)
 
             rows.append(_row("score", b, *_time(full, device, iters, warmup)))
+            report(rows[-1])
             rows.append(_row("score_no_depth", b, *_time(no_maps, device, iters, warmup)))
+            report(rows[-1])
     return rows
 
 
@@ -122,7 +126,9 @@ def run(
     score_batches: list[int],
     train_batch: int,
     reward_batch: int,
+    report: Callable[[dict[str, Any]], None] = lambda row: None,
 ) -> dict[str, Any]:
+    """Measure the four cases; ``report`` sees each row as soon as it is measured."""
     from pipelines.config import load_config
     from pipelines.device import place
     from rfnet.config import RFNetConfig
@@ -147,11 +153,12 @@ def run(
         return image, product, captions
 
     # 1-2. Inference in the compute dtype (bf16 on Ampere+), as the inspection stage runs it.
-    rows += _inference_cases(cfg, placement, device, batch, score_batches, iters, warmup)
+    rows += _inference_cases(cfg, placement, device, batch, score_batches, iters, warmup, report)
     # 3. A training step: fp32 master weights, bf16 autocast, maps precomputed (as rfnet.train does).
     rows.append(
         _train_case(model.to(device).train(), placement, device, batch, train_batch, gen, iters, warmup)
     )
+    report(rows[-1])
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -180,6 +187,7 @@ def run(
             "peak_gib": peak,
         }
     )
+    report(rows[-1])
     return {
         "preset": preset,
         "config": cfg.to_dict(),
@@ -189,6 +197,15 @@ def run(
         "build_s": build_s,
         "results": rows,
     }
+
+
+def _print_row(row: dict[str, Any]) -> None:
+    """Each case as soon as it is measured (a run stopped early still shows what it measured)."""
+    print(
+        f"measured {row['case']} batch {row['batch']}: {row['img_per_s']:.1f} img/s, "
+        f"{row['ms_per_batch']:.1f} ms/batch, peak {row['peak_gib']:.2f} GiB",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,7 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         device = torch.device("cpu")
-        result = run("tiny", device, iters=1, warmup=1, score_batches=[4], train_batch=4, reward_batch=2)
+        result = run(
+            "tiny",
+            device,
+            iters=1,
+            warmup=1,
+            score_batches=[4],
+            train_batch=4,
+            reward_batch=2,
+            report=_print_row,
+        )
         out = args.out or os.path.join(RESULTS, "rfnet_gpu_smoke.json")
     else:
         if not torch.cuda.is_available():
@@ -220,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             score_batches=[64, 128],
             train_batch=32,
             reward_batch=8,
+            report=_print_row,
         )
         out = args.out or os.path.join(RESULTS, "rfnet_gpu.json")
     result["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

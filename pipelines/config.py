@@ -266,6 +266,7 @@ class GenerationConfig(ConfigBase):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     compile: bool = False  # torch.compile UNet + ControlNet once per actor (GPU; ~90 s warm-up)
     channels_last: bool = False  # memory format for UNet/ControlNet/VAE convolutions
+    fuse_qkv: bool = False  # one q/k/v projection matmul per attention layer (exact up to rounding)
     batch_size: int = Field(16, ge=1)  # images per generation call (CFG doubles the UNet batch)
     concurrency: int = Field(1, ge=1)  # actors in the generation pool (= GPUs when num_gpus=1)
     # GPUs per actor; 0 runs on CPU. 0.9 leaves room for a fractional inspection actor on the same GPU
@@ -373,6 +374,7 @@ class GenerateConfig(ConfigBase):
         "generation.device",
         "generation.compile",
         "generation.channels_last",
+        "generation.fuse_qkv",
         "generation.batch_size",
         "generation.concurrency",
         "generation.num_gpus",

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.common import RssSampler, write_bench_catalog
+from bench.common import FileCountSampler, RssSampler, write_bench_catalog
 from bench.cpu_pipeline import rebatch, to_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,6 +105,15 @@ REQUIRED_GPU_FIELDS = {
 }
 
 
+def test_steady_rate_needs_a_stream_not_a_burst(tmp_path):
+    sampler = FileCountSampler(str(tmp_path))
+    sampler.series = [(float(t), n) for t, n in enumerate([0, 0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100])]
+    assert sampler.steady_rate(100) == pytest.approx(10.0)
+    # everything written in two bursts at the end (an inspection batch as large as the run)
+    sampler.series = [(0.0, 0), (30.0, 0), (60.0, 0), (60.5, 60), (61.0, 100)]
+    assert sampler.steady_rate(100) is None
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 def test_gpu_generate_smoke_reports_every_field(tmp_path, shared_ray):
@@ -126,6 +135,11 @@ def test_gpu_generate_smoke_reports_every_field(tmp_path, shared_ray):
     assert len(rows) >= 3
     for r in rows.values():
         assert r["images_per_s"] > 0 and 0 < r["mfu"] < 1 and r["finite"]
+
+    breakdown = result["variants"]["breakdown"]
+    assert sum(breakdown["share_per_image"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert sum(breakdown["step_kernel_share"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert breakdown["step_kernel_share"]["convolution"] > 0
 
     stage = result["stage"]
     assert stage["images"] > 0 and stage["images_per_s"] > 0 and stage["errors"] == 0

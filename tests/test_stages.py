@@ -102,11 +102,17 @@ def test_write_stage_retries_then_reports(tmp_path, cfg, stage):
     assert "after 4 tries: injected write failure" in out["error"][1] and out["image"][1] == ""
 
 
-def test_conditioning_embedding_runs_once_per_batch_with_identical_images(tmp_path, cfg, stage):
+def product_png(tmp_path, rgb):
+    """A 60x80 cut-out: an opaque rectangle of colour ``rgb`` on a transparent border."""
     a = np.zeros((80, 60, 4), np.uint8)
-    a[10:70, 10:50] = (30, 120, 200, 255)
+    a[10:70, 10:50] = (*rgb, 255)
     path = tmp_path / "p.png"
     Image.fromarray(a).save(path)
+    return path
+
+
+def test_conditioning_embedding_runs_once_per_batch_with_identical_images(tmp_path, cfg, stage):
+    path = product_png(tmp_path, (30, 120, 200))
     prepared = prepare_batch(work_batch([path] * 2, [0.7, 0.6], seeds=[3, 4]), cfg)
     calls = []
     handle = stage.reuse_conditioning.embedding.register_forward_hook(lambda *_: calls.append(1))
@@ -120,3 +126,22 @@ def test_conditioning_embedding_runs_once_per_batch_with_identical_images(tmp_pa
         stage.pipe.controlnet.controlnet_cond_embedding = stage.reuse_conditioning
         handle.remove()
     assert np.array_equal(cached, plain)
+
+
+def test_fused_attention_projections_give_the_same_images(tmp_path, cfg, stage):
+    from diffusers.models.attention_processor import FusedAttnProcessor2_0
+
+    path = product_png(tmp_path, (200, 60, 30))
+    prepared = prepare_batch(work_batch([path] * 2, [0.7, 0.5], seeds=[5, 6]), cfg)
+    plain = stage({k: v.copy() for k, v in prepared.items()})["image"]
+    fused_cfg = cfg.model_copy(update={"generation": cfg.generation.model_copy(update={"fuse_qkv": True})})
+    fused_stage = GenerateStage(fused_cfg)
+    processors = [
+        *fused_stage.pipe.unet.attn_processors.values(),
+        *fused_stage.pipe.controlnet.attn_processors.values(),
+    ]
+    assert processors and all(isinstance(p, FusedAttnProcessor2_0) for p in processors)
+    fused = fused_stage({k: v.copy() for k, v in prepared.items()})["image"]
+    # One wider matmul instead of three: the same arithmetic up to rounding (uint8 images).
+    assert np.abs(fused.astype(int) - plain.astype(int)).max() <= 1
+    assert fused.std() > 0
