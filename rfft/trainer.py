@@ -584,6 +584,28 @@ def _report(worker: RFFTWorker, *, checkpoint_now: bool) -> None:
         ray.train.report(metrics)
 
 
+def absolute_local_paths(cfg: RFFTConfig) -> RFFTConfig:
+    """``cfg`` with relative local paths (RFNet, catalog, models) made absolute.
+
+    Ray Train workers do not run in the driver's working directory, so ``--rfnet out/rfnet-tiny``
+    must reach them as an absolute path. Names that are not existing local paths (``tiny``, hub ids,
+    ``s3://`` prefixes) are left as they are.
+    """
+    data = cfg.to_dict()
+    sections = (
+        (data, "rfnet"),
+        (data["data"], "catalog"),
+        (data["models"], "base"),
+        (data["models"], "controlnet"),
+    )
+    for section, key in sections:
+        value = section.get(key)
+        named = value in ("tiny", "sd15") or str(value).startswith("random:")
+        if value and not named and not storage.is_remote(value) and Path(value).exists():
+            section[key] = storage.normalize(value)
+    return RFFTConfig.model_validate(data)
+
+
 def check_catalog(cfg: RFFTConfig) -> None:
     """Fail before Ray starts if the catalog is unreadable or has too few usable rows."""
     from pipelines.catalog import read_catalog
@@ -662,6 +684,7 @@ def run(cfg: RFFTConfig) -> dict[str, Any]:
     from ray.train.torch import TorchTrainer
 
     cfg.check_ready()
+    cfg = absolute_local_paths(cfg)
     check_catalog(cfg)
     check_run_config(cfg)
     from pipelines.raystart import ensure_ray

@@ -78,3 +78,16 @@ def test_an_unreadable_catalog_fails_before_ray_starts(tmp_path):
 
     with pytest.raises(ConfigError, match="cannot be read"):
         check_catalog(config(tmp_path, **{"data.catalog": str(tmp_path / "missing.jsonl")}))
+
+
+def test_relative_local_paths_reach_the_workers_absolute(tmp_path, monkeypatch):
+    from rfft.trainer import absolute_local_paths
+
+    (tmp_path / "rfnet-dir").mkdir()
+    (tmp_path / "tiny").mkdir()  # a directory named like a preset does not shadow the preset
+    monkeypatch.chdir(tmp_path)
+    cfg = absolute_local_paths(config("out", rfnet="rfnet-dir"))
+    assert cfg.rfnet == str(tmp_path / "rfnet-dir")
+    assert (cfg.models.base, cfg.models.controlnet) == ("tiny", "tiny")
+    assert absolute_local_paths(config("out", rfnet="tiny")).rfnet == "tiny"
+    assert absolute_local_paths(config("out", rfnet="s3://bucket/rfnet")).rfnet == "s3://bucket/rfnet"
