@@ -806,3 +806,177 @@ def product_descriptor(
     desc = torch.cat([geometry, contrast, colours, texture, support, surroundings], dim=1)
     assert desc.shape[1] == DESCRIPTOR_SIZE
     return desc.to(image.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Scene measurements around the located product (an extension of the descriptor).
+
+SCENE_DESCRIPTOR_SIZE = 29
+
+
+def _max3(x: torch.Tensor) -> torch.Tensor:
+    """3x3 max filter of ``(B, 1, H, W)`` as shifted maxima (much faster on CPUs than ``max_pool2d``)."""
+    p = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
+    h, w = x.shape[-2:]
+    rows = torch.maximum(torch.maximum(p[..., :, 0:w], p[..., :, 1 : w + 1]), p[..., :, 2 : w + 2])
+    return torch.maximum(torch.maximum(rows[..., 0:h, :], rows[..., 1 : h + 1, :]), rows[..., 2 : h + 2, :])
+
+
+def _norm(x: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm over channels, ``(B, C, H, W)`` -> ``(B, 1, H, W)``."""
+    return torch.sqrt((x * x).sum(dim=1, keepdim=True) + 1e-12)
+
+
+def scene_descriptor(
+    image: torch.Tensor, placement: torch.Tensor, match: torch.Tensor, box: torch.Tensor
+) -> torch.Tensor:
+    """Measurements of the scene relative to the located product: ``(B, SCENE_DESCRIPTOR_SIZE)``.
+
+    Each follows from a defect's definition and is computed the same way for any image (no
+    learned part, nothing specific to one data source); all are invariant to a horizontal flip
+    (left and right are pooled by max / min), so they can be computed once per training example.
+    Inputs as for :func:`product_descriptor`.
+
+    - outline (7): how the scene just outside the outline (~3 px) compares with the product colour
+      just inside it: the share of the ring whose Lab distance is below 0.06 / 0.12, overall and
+      for the most and least similar of the left, right and upper sides, and the mean distance.
+      An outline that the scene continues (Shape Hallucination on one side, Indistinctiveness all
+      round) has low contrast there;
+    - attached product-coloured matter (8): the product mask grown geodesically through pixels of
+      product colour (match likelihood above 0.4 / 0.7 of its mean inside the product): the grown area in product areas, how far it
+      reaches above the top and beyond the sides in box heights / widths, and the product-coloured
+      area not connected to the product (Shape Hallucination, Indistinctiveness);
+    - horizontal structure (7): the row profile of long horizontal edges in the background (signed
+      vertical luma gradient averaged along each row, so texture cancels): where the strongest
+      line is relative to the base, in box heights, and its strength; the strongest line near the
+      base, just below it and above it, relative to the strongest; luma right under the base minus
+      beside it at the same height (contact shadow); the colour change across the base line
+      (Space Mismatch: a product with nothing under it);
+    - other objects (5): pixels unlike their row's median colour (layered scenes: wall, floor,
+      table) outside the product's surroundings; the tallest such column, its 90th and 75th
+      percentile, and the tallest within two box widths beside the product, in box heights; their
+      area in product areas (log) (Size Mismatch: neighbouring objects out of scale);
+    - edge orientation (2): share of background gradient energy within 0.2 rad of horizontal or
+      vertical, and near the diagonals (Unsuitable: a tilted or warped scene).
+    """
+    s = image.shape[-1]
+    dev = image.device
+    img = image.float().clamp(0, 1)
+    lab = _srgb_to_lab(img) / torch.tensor([100.0, 128.0, 128.0], device=dev).view(1, 3, 1, 1)
+    luma = lab[:, :1]
+    mask = (placement.float() > 0.5).float()
+    area = mask.sum(dim=(1, 2, 3)).clamp(min=1.0)
+    x0, y0, x1, y1 = box.float().unbind(1)
+    w, h = (x1 - x0).clamp(min=1e-3), (y1 - y0).clamp(min=1e-3)
+    pos = (torch.arange(s, device=dev, dtype=torch.float32) + 0.5) / s
+    gx_pos, gy_pos = pos.view(1, 1, 1, s), pos.view(1, 1, s, 1)
+    feats: list[torch.Tensor] = []
+
+    # Outline contrast.
+    outer = _dilate(mask, max(3, s // 64 * 2 + 1)) - mask
+    inside_colour = gaussian_blur(lab * mask, 2.0) / (gaussian_blur(mask, 2.0) + 1e-4)
+    diff = _norm(lab - inside_colour)
+    dx = (gx_pos - ((x0 + x1) / 2).view(-1, 1, 1, 1)) / w.view(-1, 1, 1, 1)
+    dy = (gy_pos - ((y0 + y1) / 2).view(-1, 1, 1, 1)) / h.view(-1, 1, 1, 1)
+    side = (dx.abs() >= dy.abs()).float()
+    sectors = [
+        outer * side * (dx < 0).float(),
+        outer * side * (dx >= 0).float(),
+        outer * (1 - side) * (dy < 0).float(),
+    ]
+    for t in (0.06, 0.12):
+        low = (diff < t).float()
+        per_side = torch.stack([_masked_mean(low, m)[:, 0] for m in sectors], dim=1)
+        feats += [_masked_mean(low, outer)[:, 0], per_side.amax(dim=1), per_side.amin(dim=1)]
+    feats.append(_masked_mean(diff, outer)[:, 0])
+
+    # Product-coloured matter attached to the product (at half resolution: cheap, wide enough).
+    half = max(16, s // 2)
+    mask_h = (
+        F.interpolate(placement.float(), size=(half, half), mode="bilinear", align_corners=False) > 0.5
+    ).float()
+    like_h = F.interpolate(match[:, :1].float(), size=(half, half), mode="bilinear", align_corners=False)
+    area_h = mask_h.sum(dim=(1, 2, 3)).clamp(min=1.0)
+    pos_h = (torch.arange(half, device=dev, dtype=torch.float32) + 0.5) / half
+    own = _masked_mean(like_h, mask_h).view(-1, 1, 1, 1)  # how product-coloured the product itself is
+    for share in (0.4, 0.7):
+        similar = (like_h > share * own).float()
+        grown = mask_h
+        for _ in range(max(4, half // 6)):
+            grown = torch.maximum(mask_h, _max3(grown) * similar)
+        extra = (grown - mask_h).clamp(min=0)
+        rows = extra.amax(dim=3)[:, 0] > 0
+        cols = extra.amax(dim=2)[:, 0] > 0
+        top = torch.where(rows, pos_h, torch.ones_like(pos_h)).amin(dim=1)
+        left = torch.where(cols, pos_h, torch.ones_like(pos_h)).amin(dim=1)
+        right = torch.where(cols, pos_h, torch.zeros_like(pos_h)).amax(dim=1)
+        feats += [
+            (extra.sum(dim=(1, 2, 3)) / area_h).clamp(max=20).log1p(),
+            ((y0 - top) / h).clamp(-1, 2),
+            torch.maximum((x0 - left) / w, (right - x1) / w).clamp(-1, 2),
+            ((similar * (1 - grown)).sum(dim=(1, 2, 3)) / area_h).clamp(max=50).log1p(),
+        ]
+
+    # Horizontal structure and the base.
+    background = 1 - _dilate(mask, max(5, s // 16 * 2 + 1))
+    gy = F.pad(luma[..., 2:, :] - luma[..., :-2, :], (0, 0, 1, 1))
+    coverage = background.mean(dim=3)[:, 0]
+    profile = ((gy * background).sum(dim=3) / (background.sum(dim=3) + 1e-3))[:, 0].abs()
+    profile = profile * (coverage > 0.2).float()
+    strongest, where = profile.max(dim=1)
+    feats += [((y1 - pos[where]) / h).clamp(-4, 4), strongest]
+
+    def band(lo: float, hi: float) -> torch.Tensor:
+        sel = (pos.view(1, -1) >= (y1 + lo * h).view(-1, 1)) & (pos.view(1, -1) < (y1 + hi * h).view(-1, 1))
+        return (profile * sel.float()).amax(dim=1) / (strongest + 1e-3)
+
+    feats += [band(-0.1, 0.1), band(0.1, 0.4), band(-0.6, -0.1)]
+
+    def region(xa: torch.Tensor, xb: torch.Tensor, ya: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        inside = (
+            (gx_pos >= xa.view(-1, 1, 1, 1))
+            & (gx_pos < xb.view(-1, 1, 1, 1))
+            & (gy_pos >= ya.view(-1, 1, 1, 1))
+            & (gy_pos < yb.view(-1, 1, 1, 1))
+        )
+        return inside.float() * (1 - mask)
+
+    below = y1 + 0.12 * h
+    under = region(x0, x1, y1, below)
+    beside = region(x0 - 0.6 * w, x0 - 0.1 * w, y1, below) + region(x1 + 0.1 * w, x1 + 0.6 * w, y1, below)
+    feats.append((_masked_mean(luma, under) - _masked_mean(luma, beside))[:, 0])
+    strip_above = region(x0 - 0.6 * w, x1 + 0.6 * w, y1 - 0.12 * h, y1)
+    strip_below = region(x0 - 0.6 * w, x1 + 0.6 * w, y1, below)
+    feats.append((_masked_mean(lab, strip_above) - _masked_mean(lab, strip_below)).norm(dim=1))
+
+    # Other objects: unlike their row's median colour.
+    median = lab.median(dim=3, keepdim=True).values
+    objects = (gaussian_blur(_norm(lab - median), 1.0) > 0.12).float() * background
+    heights = objects.sum(dim=2)[:, 0] / s / h.view(-1, 1)  # (B, S) per column, in box heights
+    ranked = heights.sort(dim=1, descending=True).values
+    near = ((pos.view(1, -1) > (x0 - 2 * w).view(-1, 1)) & (pos.view(1, -1) < x0.view(-1, 1))) | (
+        (pos.view(1, -1) > x1.view(-1, 1)) & (pos.view(1, -1) < (x1 + 2 * w).view(-1, 1))
+    )
+    feats += [
+        ranked[:, 0].clamp(max=5),
+        ranked[:, s // 10].clamp(max=5),
+        ranked[:, s // 4].clamp(max=5),
+        (heights * near.float()).amax(dim=1).clamp(max=5),
+        (objects.sum(dim=(1, 2, 3)) / area).clamp(max=20).log1p(),
+    ]
+
+    # Orientation of background edges.
+    gx = F.pad(luma[..., :, 2:] - luma[..., :, :-2], (1, 1, 0, 0))
+    magnitude = torch.sqrt(gx * gx + gy * gy + 1e-12) * background
+    angle = torch.atan2(gy, gx).remainder(math.pi)
+    axis = (angle < 0.2) | (angle > math.pi - 0.2) | ((angle - math.pi / 2).abs() < 0.2)
+    diagonal = ((angle - math.pi / 4).abs() < 0.3) | ((angle - 3 * math.pi / 4).abs() < 0.3)
+    total = magnitude.sum(dim=(1, 2, 3)) + 1e-3
+    feats += [
+        (magnitude * axis.float()).sum(dim=(1, 2, 3)) / total,
+        (magnitude * diagonal.float()).sum(dim=(1, 2, 3)) / total,
+    ]
+
+    out = torch.stack(feats, dim=1)
+    assert out.shape[1] == SCENE_DESCRIPTOR_SIZE
+    return out.to(image.dtype)

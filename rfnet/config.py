@@ -93,6 +93,10 @@ class RFNetConfig(ConfigBase):
     # Also a linear map from the (standardised) descriptor straight to the logits, added to the
     # head's: what a linear model of the measurements gets right is there from the first epochs.
     descriptor_logits: bool = False
+    # Extend the descriptor with rfnet.aux.scene_descriptor (29 more measurements: outline contrast,
+    # product-coloured matter attached to the outline, horizontal structure at the base, heights of
+    # other objects, edge orientation). Needs use_descriptor.
+    descriptor_scene: bool = False
 
     # --- image encoders -----------------------------------------------------------------------
     backbone: Backbone = "resnet50"  # image encoder architecture (one per image input unless share_encoders)
@@ -162,6 +166,7 @@ class RFNetConfig(ConfigBase):
                 use_descriptor=True,
                 descriptor_norm="data",
                 descriptor_logits=True,
+                descriptor_scene=True,
                 global_size=64,
                 caption_encoder="bert_tiny",
                 caption_max_length=48,
@@ -191,6 +196,7 @@ class RFNetConfig(ConfigBase):
                 # as before these switches existed, so the seeded "tiny" source scores as it did
                 descriptor_norm="layer",
                 descriptor_logits=False,
+                descriptor_scene=False,
                 global_size=None,
             ),
         ),
@@ -212,6 +218,8 @@ class RFNetConfig(ConfigBase):
             raise ValueError(
                 "use_descriptor describes the located product: it needs use_placement and use_product_match"
             )
+        if self.descriptor_scene and not self.use_descriptor:
+            raise ValueError("descriptor_scene extends the product descriptor: it needs use_descriptor=True")
         if self.backbone != "compact" and self.aux_fusion == "channels" and self.backbone_source:
             # Pretrained stems expect 3 channels; stacking maps would discard the stem's pretraining.
             raise ValueError(
@@ -222,6 +230,15 @@ class RFNetConfig(ConfigBase):
             if widths is not None and (len(widths) < 1 or min(widths) < 4):
                 raise ValueError(f"{name} must list at least one stage width >= 4, got {widths}")
         return self
+
+    @property
+    def descriptor_size(self) -> int:
+        """Length of the raw descriptor the model reads (0 without ``use_descriptor``)."""
+        from rfnet.aux import DESCRIPTOR_SIZE, SCENE_DESCRIPTOR_SIZE
+
+        if not self.use_descriptor:
+            return 0
+        return DESCRIPTOR_SIZE + (SCENE_DESCRIPTOR_SIZE if self.descriptor_scene else 0)
 
     @property
     def image_channels(self) -> int:
@@ -251,6 +268,10 @@ class TrainDataConfig(ConfigBase):
     loader: Literal["memory", "stream"] = "memory"
     load_threads: int = Field(8, ge=1, le=64)  # threads decoding images for the memory loader
     max_samples: int | None = Field(None, ge=1)  # use only the first N samples (by path hash); None: all
+    # Memory loader: compute each example's product descriptor once, from the unaugmented image (its
+    # box geometry follows the flip and shift; its measurements are flip-invariant), instead of at
+    # every step from the augmented batch. False: every step (colour jitter reaches the descriptor).
+    cache_descriptor: bool = False
 
 
 class AugmentConfig(ConfigBase):
@@ -284,6 +305,9 @@ class OptimConfig(ConfigBase):
     # None: exactly `epochs` epochs.
     max_train_minutes: float | None = Field(None, gt=0.0)
     early_stop_patience: int | None = Field(None, ge=1)  # stop after N epochs without a better val macro F1
+    # Exponential moving average of the weights (decay per step, warmed up as min(decay, (1+t)/(10+t))):
+    # validation, model selection and the saved model use the averaged weights. None: off.
+    ema_decay: float | None = Field(None, gt=0.0, lt=1.0)
     seed: int = Field(0, ge=0)  # init, data order, augmentation and dropout seed
 
 
@@ -342,7 +366,14 @@ class TrainRFNetConfig(ConfigBase):
             None,
             _dict(
                 model=RFNetConfig.preset_overrides("small"),
-                optim={"epochs": 40, "batch_size": 32, "lr": 2e-3, "max_train_minutes": 8.0},
+                data={"cache_descriptor": True},
+                optim={
+                    "epochs": 40,
+                    "batch_size": 32,
+                    "lr": 2e-3,
+                    "max_train_minutes": 8.0,
+                    "ema_decay": 0.995,
+                },
                 workers={"num_workers": 1, "cpus_per_worker": 1.0},
             ),
         ),
@@ -351,8 +382,8 @@ class TrainRFNetConfig(ConfigBase):
             "small",
             _dict(
                 model=RFNetConfig.preset_overrides("tiny"),
-                optim={"epochs": 2, "batch_size": 8, "max_train_minutes": None},
-                data={"load_threads": 2},
+                optim={"epochs": 2, "batch_size": 8, "max_train_minutes": None, "ema_decay": None},
+                data={"load_threads": 2, "cache_descriptor": False},
             ),
         ),
     }

@@ -38,7 +38,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from rfnet.aux import (
-    DESCRIPTOR_SIZE,
     IMAGENET_MEAN,
     IMAGENET_STD,
     AuxExtractor,
@@ -48,6 +47,7 @@ from rfnet.aux import (
     placement_map,
     product_descriptor,
     product_match_maps,
+    scene_descriptor,
 )
 from rfnet.config import RFNetConfig
 from rfnet.encoders import CaptionBatch, CaptionEncoder, build_backbone
@@ -130,19 +130,20 @@ class RFNet(nn.Module):
         self.descriptor: nn.Module | None = None
         self.descriptor_logits: nn.Linear | None = None
         if c.use_descriptor:
+            n_desc = c.descriptor_size
             data_norm = c.descriptor_norm == "data"
             if data_norm:
                 # Per-feature standardisation, set from the training set (set_descriptor_stats).
-                self.register_buffer("descriptor_mean", torch.zeros(DESCRIPTOR_SIZE))
-                self.register_buffer("descriptor_std", torch.ones(DESCRIPTOR_SIZE))
+                self.register_buffer("descriptor_mean", torch.zeros(n_desc))
+                self.register_buffer("descriptor_std", torch.ones(n_desc))
             self.descriptor = nn.Sequential(
-                nn.Identity() if data_norm else nn.LayerNorm(DESCRIPTOR_SIZE),
-                nn.Linear(DESCRIPTOR_SIZE, c.dim),
+                nn.Identity() if data_norm else nn.LayerNorm(n_desc),
+                nn.Linear(n_desc, c.dim),
                 nn.GELU(),
                 nn.Linear(c.dim, c.dim),
             )
             if c.descriptor_logits:
-                self.descriptor_logits = nn.Linear(DESCRIPTOR_SIZE, NUM_CLASSES)
+                self.descriptor_logits = nn.Linear(n_desc, NUM_CLASSES)
                 nn.init.zeros_(self.descriptor_logits.weight)
                 nn.init.zeros_(self.descriptor_logits.bias)
         self.local_encoder: nn.Module | None = None
@@ -393,17 +394,26 @@ class RFNet(nn.Module):
         descriptor passed in ``maps["descriptor"]`` is used as is."""
         desc = maps.get("descriptor")
         if desc is None:
-            desc = product_descriptor(
-                image, maps["placement"], maps["match"], maps["box"], maps.get("box_error")
-            )
+            desc = self.raw_descriptor(image, maps)
         if self.config.descriptor_norm == "data":
             desc = ((desc - self.descriptor_mean.to(desc.dtype)) / self.descriptor_std.to(desc.dtype)).clamp(
                 -5.0, 5.0
             )
         return desc
 
+    def raw_descriptor(self, image: torch.Tensor, maps: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The unnormalised descriptor ``(B, config.descriptor_size)`` of ``image`` (at ``image_size``)
+        from its ``maps`` (placement, match, box): :func:`rfnet.aux.product_descriptor`, then
+        :func:`rfnet.aux.scene_descriptor` if ``descriptor_scene``."""
+        desc = product_descriptor(image, maps["placement"], maps["match"], maps["box"], maps.get("box_error"))
+        if self.config.descriptor_scene:
+            desc = torch.cat(
+                [desc, scene_descriptor(image, maps["placement"], maps["match"], maps["box"])], 1
+            )
+        return desc
+
     def set_descriptor_stats(self, raw: torch.Tensor) -> None:
-        """Set the descriptor standardisation from raw descriptors ``(N, DESCRIPTOR_SIZE)`` of
+        """Set the descriptor standardisation from raw descriptors ``(N, config.descriptor_size)`` of
         training examples with a product (no-op unless ``descriptor_norm="data"``)."""
         if not (self.config.use_descriptor and self.config.descriptor_norm == "data") or not len(raw):
             return

@@ -21,7 +21,10 @@ each worker runs :func:`train_loop_per_worker`:
 - **schedule**: AdamW, linear warm-up, cosine decay to zero at the last epoch. With a wall-clock
   budget (``optim.max_train_minutes``, counted from the job's start, Ray start-up included) the
   number of epochs is re-planned after every epoch from the measured epoch time, and the cosine is
-  stretched to it; the epoch with the best validation macro F1 is kept.
+  stretched to it; the epoch with the best validation macro F1 is kept. ``optim.ema_decay``: an
+  exponential moving average of the weights is what is validated, selected and saved.
+- **descriptor** (``data.cache_descriptor``): each example's product descriptor is computed once
+  from the unaugmented image; its box entries follow the flip and shift of every batch.
 - **precision**: bf16 autocast on GPUs through :mod:`pipelines.device`; weights stay fp32.
 - **reporting**: every worker calls ``ray.train.report`` once per epoch (validation counts and
   timings are all-reduced first, so every decision is the same on every worker); rank 0 alone
@@ -55,7 +58,6 @@ from pipelines import storage
 from pipelines.config import ConfigError
 from pipelines.device import autocast, place
 from rfnet import metrics
-from rfnet.aux import DESCRIPTOR_SIZE, product_descriptor
 from rfnet.checkpoint import load_model, save_rfnet
 from rfnet.config import AugmentConfig, TrainRFNetConfig
 from rfnet.data import ExampleError, Sample, load_example, read_rf1m, split_samples
@@ -67,6 +69,7 @@ logger = logging.getLogger(__name__)
 RUN_PREFIX = "rfnet"
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
+EMA_FILE = "ema.safetensors"
 MODEL_FILE = "model.safetensors"
 # Seconds kept free at the end of a time budget for the last checkpoint, the copy-out and shutdown.
 END_MARGIN_S = 25.0
@@ -98,6 +101,17 @@ def weighted_loss(
     if weights is not None:
         per_sample = per_sample * weights[labels]
     return per_sample.sum() / max(1, labels.numel())
+
+
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
+    """``ema <- d * ema + (1 - d) * model`` over parameters, with ``d = min(decay, (1+step)/(10+step))``
+    (early steps follow the model closely); buffers are copied."""
+    d = min(decay, (1.0 + step) / (10.0 + step))
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+            e.lerp_(p.detach(), 1.0 - d)
+        for e, b in zip(ema.buffers(), model.buffers(), strict=True):
+            e.copy_(b)
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -202,6 +216,7 @@ class Examples:
     box: torch.Tensor | None = (
         None  # (N, 5) float32: the located product (x0, y0, x1, y1) in [0, 1], search error
     )
+    desc: torch.Tensor | None = None  # (N, D) float32: raw descriptors of the unaugmented examples
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
@@ -216,6 +231,7 @@ class Examples:
             "caption": [self.caption[i] for i in idx.tolist()],
             "maps": None if self.maps is None else self.maps[idx].to(device).float().div_(255.0),
             "box": None if self.box is None else self.box[idx].to(device),
+            "desc": None if self.desc is None else self.desc[idx].to(device),
         }
 
     def split_maps(
@@ -230,13 +246,17 @@ class Examples:
         return out
 
 
-def precompute_maps(model: RFNet, data: Examples, device: torch.device, batch_size: int = 64) -> None:
+def precompute_maps(
+    model: RFNet, data: Examples, device: torch.device, batch_size: int = 64, descriptor: bool = False
+) -> None:
     """Compute the depth / saliency / match maps of every example once and keep them as uint8.
 
     They are functions of the (unaugmented) image and product only, so computing them per epoch
     would repeat the same work; flips and shifts are applied to them like to the image.
+    ``descriptor``: also the raw product descriptor of each example (``data.desc``), from the
+    full-precision maps.
     """
-    chunks, boxes = [], []
+    chunks, boxes, descs = [], [], []
     names: tuple[str, ...] = ()
     channels: tuple[int, ...] = ()
     with torch.inference_mode():
@@ -245,6 +265,8 @@ def precompute_maps(model: RFNet, data: Examples, device: torch.device, batch_si
             maps = model.aux_maps(
                 b["image"], b["product"] if model.config.use_product else None, b["has_product"]
             )
+            if descriptor and model.config.use_descriptor:
+                descs.append(model.raw_descriptor(b["image"], maps).float().cpu())
             if "box" in maps:
                 boxes.append(
                     torch.cat([maps.pop("box"), maps.pop("box_error").view(-1, 1)], dim=1).float().cpu()
@@ -259,6 +281,8 @@ def precompute_maps(model: RFNet, data: Examples, device: torch.device, batch_si
         data.maps, data.map_names, data.map_channels = torch.cat(chunks), names, channels
     if boxes:
         data.box = torch.cat(boxes)
+    if descs:
+        data.desc = torch.cat(descs)
 
 
 def load_examples(samples: list[Sample], *, image_size: int, product_size: int, threads: int) -> Examples:
@@ -355,21 +379,22 @@ def fit_descriptor_stats(model: RFNet, batches) -> None:
     c = model.config
     if not (c.use_descriptor and c.descriptor_norm == "data"):
         return
-    sums = torch.zeros(2 * DESCRIPTOR_SIZE + 1, dtype=torch.float64)
+    size = c.descriptor_size
+    sums = torch.zeros(2 * size + 1, dtype=torch.float64)
     with torch.inference_mode():
         for b in batches:
             m = b["maps"]
             d = m.get("descriptor")
             if d is None:
-                d = product_descriptor(b["image"], m["placement"], m["match"], m["box"], m.get("box_error"))
+                d = model.raw_descriptor(b["image"], m)
             d = d[b["has_product"]].double().cpu()
             sums += torch.cat([d.sum(0), (d**2).sum(0), torch.tensor([float(len(d))], dtype=torch.float64)])
     sums = all_reduce(sums)
     n = float(sums[-1])
     if n < 2:
         return
-    mean = sums[:DESCRIPTOR_SIZE] / n
-    std = (sums[DESCRIPTOR_SIZE:-1] / n - mean**2).clamp(min=0).sqrt().clamp(min=1e-4)
+    mean = sums[:size] / n
+    std = (sums[size:-1] / n - mean**2).clamp(min=0).sqrt().clamp(min=1e-4)
     model.descriptor_mean.copy_(mean.float())
     model.descriptor_std.copy_(std.float())
 
@@ -413,8 +438,9 @@ class MemoryData:
         )
         val = [Sample(**s) for s in config["val"]][self.rank :: self.world]
         self.val = load_examples(val, image_size=mc.image_size, product_size=mc.product_size, threads=threads)
-        precompute_maps(model, self.train, device)
-        precompute_maps(model, self.val, device)
+        once = cfg.data.cache_descriptor
+        precompute_maps(model, self.train, device, descriptor=once)
+        precompute_maps(model, self.val, device, descriptor=once)
         self.skipped = self.train.skipped + self.val.skipped
         if len(self.train) < cfg.optim.batch_size:
             raise ValueError(
@@ -438,13 +464,20 @@ class MemoryData:
             image, product, maps, moved = augment(image, product, self.cfg.augment, augment_with, maps, moved)
             box = None if box is None else torch.cat([moved, box[:, 4:]], dim=1)
         mine = mine or slice(None)
+        split = data.split_maps(None if maps is None else maps[mine], None if box is None else box[mine])
+        if b["desc"] is not None and split is not None:
+            # Cached descriptor of the unaugmented image: its first four entries are the box, which
+            # moved with the flip and shift; the other measurements do not change with them.
+            desc = b["desc"][mine].clone()
+            desc[:, :4] = split["box"].to(desc.dtype)
+            split["descriptor"] = desc
         return {
             "image": image[mine],
             "product": product[mine],
             "has_product": b["has_product"][mine],
             "caption": b["caption"][mine],
             "label": b["label"][mine],
-            "maps": data.split_maps(None if maps is None else maps[mine], None if box is None else box[mine]),
+            "maps": split,
         }
 
     def train_batches(self, epoch: int):
@@ -656,9 +689,12 @@ def fit_worker(config: dict[str, Any], session) -> None:
         "history": [],
         "resumed_at": [],  # epochs after which a rerun picked the run up
     }
+    ema_state = None
     with session.restore() as d:
         if d is not None:
             model.load_state_dict(load_file(os.path.join(d, MODEL_FILE)))
+            if oc.ema_decay and os.path.exists(os.path.join(d, EMA_FILE)):
+                ema_state = load_file(os.path.join(d, EMA_FILE))
             load_optimizer(optimizer, os.path.join(d, OPTIMIZER_FILE))
             with open(os.path.join(d, STATE_FILE)) as f:
                 state.update(json.load(f))
@@ -683,6 +719,15 @@ def fit_worker(config: dict[str, Any], session) -> None:
         fit_descriptor_stats(core, data.stat_batches())
     steps_per_epoch = data.steps_per_epoch()
     warmup_steps = round(oc.warmup_epochs * steps_per_epoch)
+    ema: RFNet | None = None
+    if oc.ema_decay:
+        import copy
+
+        ema = copy.deepcopy(core).requires_grad_(False)
+        if ema_state is not None:
+            ema.load_state_dict(ema_state)
+    scored = ema if ema is not None else model  # what is validated, selected and saved
+    saved = ema if ema is not None else core
 
     writer = None
     tb_dir = None
@@ -717,11 +762,13 @@ def fit_worker(config: dict[str, Any], session) -> None:
             if oc.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, oc.grad_clip)
             optimizer.step()
+            if ema is not None:
+                ema_update(ema, core, oc.ema_decay, state["step"])
             loss_sum += loss.detach().double()
             state["step"] += 1
         train_time = time.time() - t0
 
-        cm, val_loss, val_count = evaluate_batches(model, data.val_batches(), placement)
+        cm, val_loss, val_count = evaluate_batches(scored, data.val_batches(), placement)
         reduced = all_reduce(
             torch.tensor([*cm.ravel().tolist(), val_loss, val_count, float(loss_sum)], dtype=torch.float64)
         )
@@ -756,17 +803,19 @@ def fit_worker(config: dict[str, Any], session) -> None:
         # Re-plan the number of epochs from the slowest worker's epoch time.
         epoch_times.append(float(all_reduce(torch.tensor([time.time() - t0], dtype=torch.float64), "max")[0]))
         if deadline is not None:
-            per_epoch = max(epoch_times[-2:])  # recent, pessimistic
+            # Recent and pessimistic; the plan may grow again when epochs get faster than the first
+            # ones (start-up, a busy machine), so the budget is not left unused.
+            per_epoch = max(epoch_times[-2:])
             left = deadline - time.time() - END_MARGIN_S
             fit = state["epoch"] + max(0, math.floor(left / per_epoch))
-            state["total_epochs"] = max(state["epoch"], min(oc.epochs, fit, state["total_epochs"]))
+            state["total_epochs"] = max(state["epoch"], min(oc.epochs, fit))
         if oc.early_stop_patience and state["epoch"] - state["best_epoch"] >= oc.early_stop_patience:
             state["total_epochs"] = state["epoch"]
 
         if rank == 0:
             if improved:
                 save_rfnet(
-                    core,
+                    saved,
                     cfg.model,
                     cfg.out,
                     meta=_best_meta(cfg, config["meta"], state, per, cm, data.skipped),
@@ -791,6 +840,11 @@ def fit_worker(config: dict[str, Any], session) -> None:
                     os.path.join(tmp, MODEL_FILE),
                 )
                 save_optimizer(optimizer, os.path.join(tmp, OPTIMIZER_FILE))
+                if ema is not None:
+                    save_file(
+                        {k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()},
+                        os.path.join(tmp, EMA_FILE),
+                    )
                 with open(os.path.join(tmp, STATE_FILE), "w") as f:
                     json.dump(state, f)
                 session.report(epoch_metrics, tmp)

@@ -177,3 +177,30 @@ def test_descriptor_measures_contrast_and_is_differentiable():
         descriptors.append(d.detach())
     # Contrast to the surroundings (features 8-10) drops when the scene copies the product's colour.
     assert (descriptors[1][0, 8:11] < descriptors[0][0, 8:11]).all()
+
+
+def test_scene_descriptor_sees_attached_product_colour_and_ignores_a_mirror():
+    from rfnet.aux import SCENE_DESCRIPTOR_SIZE, scene_descriptor
+
+    image, product, truth = pasted_scene()
+    has = torch.ones(1, dtype=torch.bool)
+    grown = image.clone()
+    # A product-coloured protrusion attached to the right of the outline (Shape Hallucination).
+    grown[:, 0, 60:75, 98:112], grown[:, 1, 60:75, 98:112], grown[:, 2, 60:75, 98:112] = 0.9, 0.35, 0.2
+    placement = placement_map(product, truth, 128)
+    out = []
+    for img in (image, grown):
+        d = scene_descriptor(img, placement, product_match_maps(img, product, has), truth)
+        assert d.shape == (1, SCENE_DESCRIPTOR_SIZE) and torch.isfinite(d).all()
+        out.append(d)
+    # Attached product-coloured area (feature 7) and the reach beyond the sides (feature 9) grow.
+    assert out[1][0, 7] > out[0][0, 7] + 0.1 and out[1][0, 9] > out[0][0, 9]
+    # Left and right are pooled: a mirrored scene is described (almost) the same way.
+    mirrored_box = torch.stack([1 - truth[:, 2], truth[:, 1], 1 - truth[:, 0], truth[:, 3]], dim=1)
+    flipped = scene_descriptor(
+        grown.flip(-1),
+        placement.flip(-1),
+        product_match_maps(grown.flip(-1), product.flip(-1), has),
+        mirrored_box,
+    )
+    torch.testing.assert_close(flipped, out[1], atol=0.05, rtol=0.05)

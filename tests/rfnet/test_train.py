@@ -364,3 +364,53 @@ def test_shipped_job_configs_load():
     train = load_config(TrainRFNetConfig, config_file=configs / "train_rfnet.yaml")
     assert train.model.backbone == "compact" and train.optim.max_train_minutes
     assert load_config(EvaluateConfig, config_file=configs / "evaluate.yaml").target_precision == 0.9
+
+
+def test_ema_follows_the_model_and_copies_buffers():
+    from rfnet.train import ema_update
+
+    model, ema = torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+        ema.weight.fill_(0.0)
+        model.running_mean.fill_(5.0)
+    ema_update(ema, model, 0.9, step=0)  # warm-up: d = min(0.9, 1/10) = 0.1
+    torch.testing.assert_close(ema.weight, torch.full((3,), 1.8))
+    torch.testing.assert_close(ema.running_mean, model.running_mean)
+    ema_update(ema, model, 0.9, step=1000)  # d = 0.9: 0.9 * 1.8 + 0.1 * 2
+    torch.testing.assert_close(ema.weight, torch.full((3,), 1.82))
+
+
+def test_cached_descriptor_follows_the_augmented_box(tiny_set):
+    """With ``data.cache_descriptor`` the batch carries each example's descriptor computed once; its
+    box entries move with the flip and shift, and without augmentation it is what the model computes."""
+    from rfnet.model import build_rfnet
+    from rfnet.train import MemoryData, _sample_dicts, prepare_split
+
+    cfg = load_config(
+        TrainRFNetConfig,
+        preset="tiny",
+        overrides={
+            "data.root": tiny_set,
+            "out": "unused",
+            "data.cache_descriptor": True,
+            "model.descriptor_scene": True,
+            "augment.translate": 0.1,
+        },
+    )
+    train, val, _ = prepare_split(cfg)
+
+    class One:
+        rank, world = 0, 1
+
+    model = build_rfnet(cfg.model, seed=0).eval()
+    data = MemoryData(cfg, {"train": _sample_dicts(train), "val": _sample_dicts(val)}, One(), model, "cpu")
+    assert data.train.desc.shape == (len(data.train), cfg.model.descriptor_size)
+    for b in data.train_batches(0):
+        torch.testing.assert_close(b["maps"]["descriptor"][:, :4], b["maps"]["box"])
+        break
+    b = next(iter(data.stat_batches()))
+    with torch.no_grad():
+        maps = model.aux_maps(b["image"], b["product"], b["has_product"])
+        direct = model.raw_descriptor(b["image"], maps)
+    torch.testing.assert_close(b["maps"]["descriptor"], direct, atol=1e-4, rtol=1e-4)
