@@ -46,6 +46,7 @@ ABLATIONS: dict[str, list[str]] = {
         "model.use_placement=false",
         "model.local_view=false",
         "model.use_descriptor=false",
+        "model.descriptor_scene=false",
         "model.use_caption=false",
         "model.use_depth=false",
         "model.use_saliency=false",
@@ -56,6 +57,7 @@ ABLATIONS: dict[str, list[str]] = {
         "model.use_placement=false",
         "model.local_view=false",
         "model.use_descriptor=false",
+        "model.descriptor_scene=false",
     ],
 }
 

@@ -204,3 +204,16 @@ def test_cpu_pipeline_compares_both_paths_on_the_same_images(tmp_path, shared_ra
     # Both paths wrote one PNG per image.
     for name in ("direct-0", "ray-0"):
         assert len(list((tmp_path / "w" / name / "images").rglob("*.png"))) == 12
+
+
+def test_rfnet_ablations_are_valid_small_configs():
+    from bench.rfnet_quality import ABLATIONS
+    from pipelines.config import load_config, parse_assignment
+    from rfnet.config import TrainRFNetConfig
+
+    for name, assignments in ABLATIONS.items():
+        overrides = dict(parse_assignment(a) for a in assignments)
+        cfg = load_config(TrainRFNetConfig, preset="small", overrides=overrides).model
+        assert cfg.use_product == (name == "all")
+        assert cfg.use_descriptor == (name == "all") and cfg.descriptor_scene == (name == "all")
+        assert cfg.use_caption == (name != "image_only")
