@@ -256,6 +256,7 @@ def time_components(pipe, plan: Plan, batch: int, device: torch.device, iters: i
     Eager models in the policy dtype at ``batch`` images (CFG doubles the UNet/ControlNet batch);
     per image = steps x (ControlNet + UNet) + VAE decode + the rest (scheduler, CPU work, copies).
     """
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     dtype = pipe.unet.dtype
@@ -296,8 +297,6 @@ def time_components(pipe, plan: Plan, batch: int, device: torch.device, iters: i
             sync(device)
     classes: dict[str, float] = {}
     total = 0.0
-    from torch.autograd import DeviceType
-
     for evt in prof.events():
         if device.type == "cuda":  # GPU kernels (and copies), each counted once
             us = evt.self_device_time_total if evt.device_type == DeviceType.CUDA else 0.0
@@ -444,12 +443,7 @@ def run_variants(
 
         def fn() -> None:
             todo = {k: v and not applied.get(k, False) for k, v in settings.items()}
-            speed_up(
-                pipe,
-                channels_last=todo.get("channels_last", False),
-                fuse_qkv=todo.get("fuse_qkv", False),
-                compile=todo.get("compile", False),
-            )
+            speed_up(pipe, **{"channels_last": False, "fuse_qkv": False, "compile": False} | todo)
             applied.update({k: v or applied.get(k, False) for k, v in settings.items()})
 
         return fn
