@@ -8,14 +8,22 @@ on one or more labelled sets:
 - ``synthetic-real``: the same generator with the real cut-outs of ``--products-dir``;
 - ``alt``: :func:`make_alt_set` below, a second generator written independently in another style
   (other scene textures, product shapes, defect parameters, and product files at their original
-  resolution rather than the pasted size), to check that RFNet was not tuned to one generator.
+  resolution rather than the pasted size), to check that RFNet was not tuned to one generator;
+- ``studio``: :func:`bench.rfnet_studio.make_studio_set`, a third generator written from the class
+  definitions only, without reading the other two: perspective studio scenes, large centred
+  products as the production pipeline places them, other defect variants.
+
+``small`` fine-tunes from the shipped ``builtin:small`` weights, which were trained on the
+``synthetic`` generator (another data seed): ``alt`` and ``studio`` are the sets it has never seen
+anything of. ``--set init_from=null`` trains from random weights instead.
 
 Modality sets (``--ablations``, default ``all``): ``all`` modalities; ``image_only``, the generated
 image only (no product, caption, depth or saliency); ``no_product``, everything but the product
 image. Results go to ``--out`` (``bench/results/rfnet_quality.json``) and a table; docs/rfnet.md
 quotes them.
 
-    python -m bench.rfnet_quality --sets synthetic,alt --n-per-class 350
+    python -m bench.rfnet_quality --sets synthetic,alt,studio --n-per-class 350
+    python -m bench.rfnet_quality --sets studio --set init_from=null --tag=-scratch
     python -m bench.rfnet_quality --sets synthetic --ablations image_only,no_product \
         --out bench/results/rfnet_ablations.json
 """
@@ -355,6 +363,7 @@ def run_protocol(data: str, work: str, extra: list[str], max_minutes: float | No
         "per_class_f1": {k: v["f1"] for k, v in report["per_class"].items()},
         "available_ap": report["available"]["ap"],
         "n_eval": report["n"],
+        "init_from": meta["train"].get("config", {}).get("init_from"),
         "train_command": " ".join(train),
     }
 
@@ -362,7 +371,7 @@ def run_protocol(data: str, work: str, extra: list[str], max_minutes: float | No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--sets", default="synthetic,alt", help="comma list of synthetic, synthetic-real, alt"
+        "--sets", default="synthetic,alt", help="comma list of synthetic, synthetic-real, alt, studio"
     )
     parser.add_argument("--n-per-class", type=int, default=350, help="images per class (15 %% are held out)")
     parser.add_argument("--image-size", type=int, default=128)
@@ -376,6 +385,15 @@ def main() -> None:
         help=f"comma list of modality sets to train: {', '.join(ABLATIONS)} (default: all)",
     )
     parser.add_argument("--max-minutes", type=float, default=None, help="override the small preset's budget")
+    parser.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="passed to train-rfnet for every run, e.g. --set init_from=null (start from random weights)",
+    )
+    parser.add_argument("--tag", default="", help="suffix of the work directories (keeps runs apart)")
     parser.add_argument("--work", default="out/rfnet_quality")
     parser.add_argument("--out", default=str(RESULTS_DIR / "rfnet_quality.json"))
     args = parser.parse_args()
@@ -391,6 +409,12 @@ def main() -> None:
         if not os.path.exists(os.path.join(data, "label.txt")):
             if name == "alt":
                 make_alt_set(data, n_per_class=args.n_per_class, image_size=args.image_size, seed=args.seed)
+            elif name == "studio":
+                from bench.rfnet_studio import make_studio_set
+
+                make_studio_set(
+                    data, n_per_class=args.n_per_class, image_size=args.image_size, seed=args.seed
+                )
             else:
                 products = args.products_dir if name == "synthetic-real" else None
                 make_synthetic_set(
@@ -403,15 +427,17 @@ def main() -> None:
         for ablation in args.ablations.split(","):
             if ablation not in ABLATIONS:
                 parser.error(f"unknown ablation {ablation!r}; choose from {', '.join(ABLATIONS)}")
-            extra = ABLATIONS[ablation]
+            extra = [*ABLATIONS[ablation], *args.assignments]
             load = loadavg()
-            run = run_protocol(data, os.path.join(args.work, f"{name}-{ablation}"), extra, args.max_minutes)
+            work = os.path.join(args.work, f"{name}-{ablation}{args.tag}")
+            run = run_protocol(data, work, extra, args.max_minutes)
             results["runs"].append({"set": name, "ablation": ablation, "loadavg_before": load, **run})
             write_json(args.out, results)
     rows = [
         [
             r["set"],
             r["ablation"],
+            r.get("init_from") or "random",
             f"{r['macro_f1']:.3f}",
             *(f"{r['per_class_f1'][k]:.2f}" for k in LABELS),
             r["epochs"],
@@ -420,7 +446,9 @@ def main() -> None:
         for r in results["runs"]
     ]
     print(
-        format_table(["set", "modalities", "macro F1", *(k[:10] for k in LABELS), "epochs", "train s"], rows)
+        format_table(
+            ["set", "modalities", "init", "macro F1", *(k[:10] for k in LABELS), "epochs", "train s"], rows
+        )
     )
     print(f"wrote {args.out}")
 

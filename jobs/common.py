@@ -63,10 +63,16 @@ def build_parser(spec: JobSpec, prog: str | None = None) -> argparse.ArgumentPar
 
 
 def config_from_args(spec: JobSpec, args: argparse.Namespace) -> ConfigBase:
-    overrides: dict[str, Any] = dict(parse_assignment(a) for a in args.assignments)
-    overrides.update({k: v for k, v in spec.overrides(args).items() if v is not None})
+    assignments: dict[str, Any] = dict(parse_assignment(a) for a in args.assignments)
+    overrides = {k: v for k, v in spec.overrides(args).items() if v is not None}
     preset = args.preset or (None if args.config else spec.default_preset)
-    return load_config(spec.config_cls, preset=preset, config_file=args.config, overrides=overrides)
+    return load_config(
+        spec.config_cls,
+        preset=preset,
+        config_file=args.config,
+        overrides=overrides,
+        assignments=assignments,
+    )
 
 
 def setup_logging(level: str) -> None:

@@ -6,7 +6,8 @@
 ``captions.jsonl``). ``--out``: receives the best checkpoint (``model.safetensors``,
 ``config.json``, ``meta.json``; load it with ``rfnet.load_rfnet(OUT)``), ``tensorboard/`` and Ray
 Train's run state (``ray_train/``: rerunning the same command resumes). The ``small`` preset
-(default) trains a compact CNN from scratch on a CPU within a wall-clock budget; ``paper`` is the
+(default) fine-tunes a compact CNN on a CPU within a wall-clock budget, starting from the weights
+shipped in the package (``builtin:small``; ``--set init_from=null`` for random ones); ``paper`` is the
 paper's ResNet-50 + RoBERTa model for GPUs. See docs/rfnet.md.
 """
 

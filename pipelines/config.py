@@ -118,17 +118,22 @@ def load_config(
     preset: str | None = None,
     config_file: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
+    assignments: Mapping[str, Any] | None = None,
 ) -> C:
-    """Build a ``cls`` from defaults < preset < YAML file < ``overrides`` (dotted keys allowed).
+    """Build a ``cls`` from defaults < preset < YAML file < ``assignments`` < ``overrides`` (dotted
+    keys allowed).
 
-    A YAML file may name its preset with a top-level ``preset:`` key; an explicit ``preset`` argument
-    (the ``--preset`` flag) wins over it.
+    A ``None`` in ``overrides`` means "not given" (a flag left out); a ``None`` in ``assignments``
+    (``--set KEY=null``) sets the field to None. A YAML file may name its preset with a top-level
+    ``preset:`` key; an explicit ``preset`` argument (the ``--preset`` flag) wins over it.
     """
     file_data = read_yaml(config_file) if config_file else {}
     file_preset = file_data.pop("preset", None)
     chosen = preset or file_preset
     data: dict[str, Any] = cls.preset_overrides(chosen) if chosen else {}
     data = deep_merge(data, file_data)
+    for key, value in (assignments or {}).items():
+        data = set_dotted(data, key, value)
     for key, value in (overrides or {}).items():
         if value is not None:
             data = set_dotted(data, key, value)
@@ -297,7 +302,7 @@ class InspectConfig(ConfigBase):
     """RFNet inspection (the accept/reject decision)."""
 
     enabled: bool = True  # False (--no-inspect): every image is kept with status 'generated'
-    rfnet: str | None = None  # RFNet source: 'tiny', a checkpoint dir or s3:// prefix
+    rfnet: str | None = None  # RFNet source: a checkpoint dir, s3:// prefix, 'builtin:small' or 'tiny'
     threshold: float | None = Field(
         None, ge=0.0, le=1.0
     )  # accept if p_available >= this; None: the checkpoint's
@@ -433,5 +438,6 @@ class GenerateConfig(ConfigBase):
         if self.inspect.enabled and not self.inspect.rfnet:
             raise ConfigError(
                 "inspection is enabled but no RFNet is configured: pass --rfnet DIR (a trained checkpoint), "
-                "--rfnet tiny (random weights, plumbing only) or --no-inspect"
+                "--rfnet builtin:small (shipped, trained on synthetic defects only), --rfnet tiny (random "
+                "weights, plumbing only) or --no-inspect"
             )

@@ -11,8 +11,11 @@ A checkpoint directory (local or ``s3://``) holds:
 
 Sources for :func:`load_rfnet`: a checkpoint directory, an ``s3://`` prefix (mirrored once into the
 local cache by :func:`pipelines.models.fetch_s3_prefix`), ``"tiny"`` (the tiny preset with seeded
-random weights, identical in every process), or ``"random:<preset>"`` (``random:small``,
-``random:paper``: seeded random weights at a preset's size, for benchmarks and plumbing).
+random weights, identical in every process), ``"random:<preset>"`` (``random:small``,
+``random:paper``: seeded random weights at a preset's size, for benchmarks and plumbing), or
+``"builtin:<name>"``: a checkpoint shipped inside the package under ``rfnet/weights/<name>/``
+(``builtin:small``, the ``small`` architecture trained on the synthetic defect set; see
+:mod:`rfnet.pretrain`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ META = "meta.json"
 CAPTION_ASSETS = "caption"
 DEFAULT_THRESHOLD = 0.5
 RANDOM_SEED = 0  # seed of "tiny" / "random:<preset>" weights
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_DIR = Path(__file__).resolve().parent / "weights"  # builtin:<name> -> BUILTIN_DIR / <name>
 
 
 @dataclass
@@ -121,13 +126,29 @@ def _random_preset(source: str) -> str | None:
     return None
 
 
+def builtin_names() -> list[str]:
+    """Names of the checkpoints shipped with the package (``builtin:<name>``)."""
+    if not BUILTIN_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUILTIN_DIR.iterdir() if (p / WEIGHTS).is_file() and (p / CONFIG).is_file())
+
+
 def resolve_checkpoint_dir(source: str) -> str:
     """Local directory of a checkpoint source (s3:// prefixes are fetched into the cache)."""
+    if source.startswith(BUILTIN_PREFIX):
+        name = source.removeprefix(BUILTIN_PREFIX)
+        if name not in builtin_names():
+            raise FileNotFoundError(
+                f"no built-in RFNet checkpoint {name!r}; shipped: {builtin_names() or 'none'} "
+                f"(under {BUILTIN_DIR})"
+            )
+        return str(BUILTIN_DIR / name)
     if source.startswith("s3://"):
         return str(pipeline_models.fetch_s3_prefix(source.rstrip("/")))
     if "://" in source and not source.startswith("file://"):
         raise ValueError(
-            f"RFNet source {source!r} has an unsupported scheme; use a directory, s3:// or 'tiny'"
+            f"RFNet source {source!r} has an unsupported scheme; use a directory, s3://, 'builtin:<name>' "
+            "or 'tiny'"
         )
     path = source.removeprefix("file://")
     if not os.path.isdir(path):
@@ -147,6 +168,12 @@ def load_weights(model: RFNet, directory: str) -> None:
             f"checkpoint {directory!r} does not match its config: missing {sorted(missing)[:8]}, "
             f"unexpected {sorted(unexpected)[:8]}; was config.json edited after training?"
         )
+
+
+def check_source(source: str) -> None:
+    """Raise if ``source`` cannot be loaded (unknown scheme or preset, no checkpoint there)."""
+    if _random_preset(source) is None:
+        load_rfnet_config(resolve_checkpoint_dir(source))
 
 
 def load_rfnet_config(directory: str) -> RFNetConfig:
@@ -170,11 +197,29 @@ def load_model(source: str) -> tuple[RFNet, RFNetConfig, dict[str, Any]]:
     return model, config, read_meta(directory)
 
 
+def init_from(model: RFNet, source: str) -> tuple[list[str], list[str]]:
+    """Copy into ``model`` every weight of ``source`` with the same name and shape (in place).
+
+    For fine-tuning a different configuration from a checkpoint (e.g. ``builtin:small`` into a
+    model with a modality switched off): what matches starts trained, the rest keeps its
+    initialisation. Returns ``(copied, kept)`` tensor names; raises if nothing matches.
+    """
+    donor, _, _ = load_model(source)
+    theirs = donor.state_dict()
+    ours = model.state_dict()
+    copied = [k for k, v in ours.items() if k in theirs and theirs[k].shape == v.shape]
+    if not copied:
+        raise ValueError(f"no weight of {source!r} matches the model (names and shapes); is it an RFNet?")
+    model.load_state_dict({k: theirs[k] for k in copied}, strict=False)
+    return copied, [k for k in ours if k not in set(copied)]
+
+
 def load_rfnet(source: str, device: str = "auto", dtype: str = "auto") -> LoadedRFNet:
     """Load RFNet for inference: eval mode, gradients off for its weights, placed by ``pipelines.device``.
 
-    ``source``: checkpoint directory, ``s3://`` prefix, ``"tiny"`` or ``"random:<preset>"``. The
-    accept threshold is ``meta["threshold"]`` when evaluation stored one, else 0.5.
+    ``source``: checkpoint directory, ``s3://`` prefix, ``"builtin:<name>"``, ``"tiny"`` or
+    ``"random:<preset>"``. The accept threshold is ``meta["threshold"]`` when evaluation stored one,
+    else 0.5.
     """
     if not isinstance(source, str) or not source:
         raise ValueError(f"RFNet source must be a non-empty string, got {source!r}")

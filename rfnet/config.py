@@ -4,8 +4,9 @@
 network (weights come from ``model.safetensors``). Its presets:
 
 - ``tiny``: a few-thousand-parameter network for tests; random weights, milliseconds per image.
-- ``small``: a compact CNN trained from scratch on a CPU at 128 px (GroupNorm, ~1M parameters),
-  auxiliary maps stacked as input channels, a byte-level tiny caption encoder. Minutes per run.
+- ``small``: a compact CNN trained on a CPU at 128 px (GroupNorm, ~3M parameters), auxiliary
+  maps stacked as input channels, a byte-level tiny caption encoder. Minutes per run; training
+  starts from the shipped ``builtin:small`` weights (see rfnet.pretrain).
 - ``paper``: the paper's design (Du et al. 2024): one ResNet-50 per image at 384 px (product,
   generated image, depth map, saliency map), RoBERTa-base captions, the Feature Filter Module and
   three self-attention fusion layers. For GPUs.
@@ -145,7 +146,7 @@ class RFNetConfig(ConfigBase):
     PRESETS: ClassVar[dict[str, tuple[str | None, dict[str, Any]]]] = {
         # Du et al. (2024): ResNet-50 per image at 384 px, RoBERTa-base, FFM, 3 fusion layers.
         "paper": (None, {}),
-        # Compact CNN trained from scratch on a CPU at 128 px (see docs/rfnet.md for the choices).
+        # Compact CNN trained on a CPU at 128 px (see docs/rfnet.md for the choices).
         "small": (
             None,
             _dict(
@@ -329,7 +330,9 @@ class TrainRFNetConfig(ConfigBase):
     out: str | None = (
         None  # output dir (local or s3://): the best checkpoint, tensorboard logs, Ray Train state
     )
-    init_from: str | None = None  # start from these RFNet weights (checkpoint dir / s3://) instead of random
+    # Start from these RFNet weights (checkpoint dir / s3:// / builtin:<name> / random:<preset>):
+    # every tensor whose name and shape match is copied, the rest keeps its initialisation.
+    init_from: str | None = None
     resume: bool = True  # continue from the last Ray Train checkpoint under `out` if there is one
     tensorboard: bool = True  # write per-epoch metrics to OUT/tensorboard (rank 0)
     data: TrainDataConfig = TrainDataConfig()
@@ -360,12 +363,14 @@ class TrainRFNetConfig(ConfigBase):
                 workers={"num_workers": 4, "use_gpu": True, "cpus_per_worker": 4.0},
             ),
         ),
-        # Compact CNN from scratch on a 2-core CPU: the time budget picks the epoch count, the best
-        # epoch by validation macro F1 is kept.
+        # Compact CNN on a 2-core CPU, fine-tuned from the shipped weights (builtin:small, trained on
+        # the synthetic defect set by rfnet.pretrain): the time budget picks the epoch count, the
+        # best epoch by validation macro F1 is kept.
         "small": (
             None,
             _dict(
                 model=RFNetConfig.preset_overrides("small"),
+                init_from="builtin:small",
                 data={"cache_descriptor": True},
                 optim={
                     "epochs": 40,
@@ -382,6 +387,7 @@ class TrainRFNetConfig(ConfigBase):
             "small",
             _dict(
                 model=RFNetConfig.preset_overrides("tiny"),
+                init_from=None,
                 optim={"epochs": 2, "batch_size": 8, "max_train_minutes": None, "ema_decay": None},
                 data={"load_threads": 2, "cache_descriptor": False},
             ),

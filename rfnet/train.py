@@ -58,7 +58,7 @@ from pipelines import storage
 from pipelines.config import ConfigError
 from pipelines.device import autocast, place
 from rfnet import metrics
-from rfnet.checkpoint import load_model, save_rfnet
+from rfnet.checkpoint import init_from, save_rfnet
 from rfnet.config import AugmentConfig, TrainRFNetConfig
 from rfnet.data import ExampleError, Sample, load_example, read_rf1m, split_samples
 from rfnet.labels import LABELS, NUM_CLASSES
@@ -662,14 +662,19 @@ def fit_worker(config: dict[str, Any], session) -> None:
     oc = cfg.optim
 
     # --- model --------------------------------------------------------------------------------
+    model = build_rfnet(cfg.model, pretrained=True, seed=oc.seed)
+    descriptor_stats_loaded = False
     if cfg.init_from:
-        model, init_config, _ = load_model(cfg.init_from)
-        if init_config != cfg.model:
-            raise ConfigError(
-                f"init_from={cfg.init_from!r} has a different architecture than model.*; make them equal"
+        copied, kept = init_from(model, cfg.init_from)
+        descriptor_stats_loaded = "descriptor_mean" in copied and "descriptor_std" in copied
+        if rank == 0:
+            logger.info(
+                "initialised %d of %d weight tensors from %s%s",
+                len(copied),
+                len(copied) + len(kept),
+                cfg.init_from,
+                f"; {len(kept)} keep their initialisation (e.g. {', '.join(kept[:3])})" if kept else "",
             )
-    else:
-        model = build_rfnet(cfg.model, pretrained=True, seed=oc.seed)
     torch.manual_seed(oc.seed * 1000 + rank)  # dropout: differs per worker, reproducible
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
@@ -715,7 +720,8 @@ def fit_worker(config: dict[str, Any], session) -> None:
     counts = np.asarray(config["class_counts"], np.int64)
     weights = torch.from_numpy(class_weights(np.repeat(np.arange(NUM_CLASSES), counts))).to(device)
     weights = weights if oc.balance == "weights" else None
-    if state["epoch"] == 0 and not cfg.init_from:
+    if state["epoch"] == 0 and not descriptor_stats_loaded:
+        # From an init checkpoint the statistics come with the weights that were trained on them.
         fit_descriptor_stats(core, data.stat_batches())
     steps_per_epoch = data.steps_per_epoch()
     warmup_steps = round(oc.warmup_epochs * steps_per_epoch)
@@ -996,11 +1002,18 @@ def train_rfnet(cfg: TrainRFNetConfig, *, started: float | None = None) -> Train
 
     started = time.time() if started is None else started
     cfg.check_ready()
+    if cfg.init_from:
+        from rfnet.checkpoint import check_source
+
+        check_source(cfg.init_from)  # a wrong init_from fails here, before Ray starts
     train, val, split_meta = prepare_split(cfg)
     logger.info("training on %d samples, validating on %d (%s)", len(train), len(val), cfg.data.root)
     ensure_ray(cfg.workers.ray_address, cfg.workers.ray_num_cpus)
     out = storage.normalize(cfg.out)
     cfg = cfg.model_copy(update={"out": out})
+    if cfg.init_from and os.path.isdir(cfg.init_from):
+        # Ray Train workers do not share the driver's working directory.
+        cfg = cfg.model_copy(update={"init_from": os.path.abspath(cfg.init_from)})
     key = run_key(cfg)
     run_name = f"{RUN_PREFIX}-{key}" if cfg.resume else f"{RUN_PREFIX}-{key}-{int(started)}"
     deadline = started + 60.0 * cfg.optim.max_train_minutes if cfg.optim.max_train_minutes else None

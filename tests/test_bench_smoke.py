@@ -217,3 +217,23 @@ def test_rfnet_ablations_are_valid_small_configs():
         assert cfg.use_product == (name == "all")
         assert cfg.use_descriptor == (name == "all") and cfg.descriptor_scene == (name == "all")
         assert cfg.use_caption == (name != "image_only")
+
+
+def test_quality_sets_from_the_other_generators_are_reproducible_balanced_rf1m(tmp_path):
+    from bench.rfnet_quality import make_alt_set
+    from bench.rfnet_studio import make_studio_set
+    from rfnet.data import load_example, read_rf1m
+
+    for make in (make_alt_set, make_studio_set):
+        name = make.__name__
+        a = make(str(tmp_path / f"{name}-a"), n_per_class=2, image_size=96, seed=3)
+        make(str(tmp_path / f"{name}-b"), n_per_class=2, image_size=96, seed=3)
+        assert (tmp_path / f"{name}-a" / "label.txt").read_text() == (
+            tmp_path / f"{name}-b" / "label.txt"
+        ).read_text()
+        index = read_rf1m(a)
+        assert not index.problems and len(index.samples) == 12, name
+        assert set(index.class_counts().values()) == {2}
+        assert all(s.product is not None and s.caption for s in index.samples)
+        ex = load_example(index.samples[0], image_size=96, product_size=32)
+        assert ex["image"].shape == (96, 96, 3) and ex["has_product"]

@@ -29,6 +29,18 @@ def test_precedence_defaults_preset_file_flags(tmp_path):
     assert config_from_args(SPEC, args).models.base == GenerateConfig().models.base
 
 
+def test_set_null_clears_a_field_a_left_out_flag_does_not():
+    from jobs.train_rfnet import SPEC as TRAIN
+
+    parse = build_parser(TRAIN).parse_args
+    assert config_from_args(TRAIN, parse(["--preset", "small"])).init_from == "builtin:small"
+    cleared = config_from_args(TRAIN, parse(["--preset", "small", "--set", "init_from=null"]))
+    assert cleared.init_from is None and cleared.optim.max_train_minutes == 8.0
+    # --max-minutes left out keeps the preset's budget; --set can still clear it.
+    args = parse(["--preset", "small", "--set", "optim.max_train_minutes=null"])
+    assert config_from_args(TRAIN, args).optim.max_train_minutes is None
+
+
 def test_reliable_derives_from_sd15():
     sd15, reliable = (
         load_config(GenerateConfig, preset="sd15"),

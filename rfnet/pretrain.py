@@ -1,0 +1,129 @@
+"""Build a checkpoint shipped with the package (``builtin:<name>``, under ``rfnet/weights/<name>/``).
+
+RFNet's ``small`` preset is trained on a CPU from a few thousand labelled images. Starting its
+encoders from random weights is what limits it: with ~1,800 images the model overfits within a
+few epochs (docs/rfnet.md). The paper starts from ImageNet-pretrained ResNet-50s; nothing can be
+downloaded here, so the ``small`` preset starts instead from weights trained on a large synthetic
+defect set (:mod:`rfnet.data.synthetic`, products drawn procedurally, no external data):
+
+    python -m rfnet.pretrain --out rfnet/weights/small
+
+1. writes ``--n-per-class`` images per class of the synthetic set (seed ``--seed``, 128 px);
+2. trains ``--preset small`` from random weights on it (``train_rfnet``, Ray Train, the same loop
+   as ``reliable-ad train-rfnet``) for ``--minutes``;
+3. exports the best epoch: parameters in float16 (half the size; they are cast back to float32
+   when loaded, a difference far below what fine-tuning changes), buffers (the descriptor
+   statistics) in float32, ``config.json``, and a ``meta.json`` that records how it was made.
+
+``reliable-ad train-rfnet --preset small`` then fine-tunes from it (``init_from="builtin:small"``),
+and ``load_rfnet("builtin:small")`` is an inspector that judges the synthetic defects out of the box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from pipelines.config import load_config, parse_assignment
+from rfnet.checkpoint import CONFIG, META, WEIGHTS
+
+logger = logging.getLogger(__name__)
+
+
+def export_checkpoint(trained: str, out: str, provenance: dict) -> dict:
+    """Copy the checkpoint in ``trained`` to ``out`` with float16 parameters; returns the new meta."""
+    from rfnet.checkpoint import load_model
+
+    model, _, meta = load_model(trained)
+    params = {name for name, _ in model.named_parameters()}
+    tensors = {
+        k: (v.half() if k in params and v.is_floating_point() else v).contiguous()
+        for k, v in load_file(os.path.join(trained, WEIGHTS)).items()
+    }
+    os.makedirs(out, exist_ok=True)
+    save_file(tensors, os.path.join(out, WEIGHTS))
+    shutil.copyfile(os.path.join(trained, CONFIG), os.path.join(out, CONFIG))
+    history = meta.get("train", {}).get("history", [])
+    new_meta = {
+        "labels": meta.get("labels"),
+        "split": meta.get("split"),
+        "versions": meta.get("versions"),
+        "pretrain": {
+            **provenance,
+            "best_epoch": meta.get("train", {}).get("best_epoch"),
+            "val_macro_f1": meta.get("train", {}).get("val_macro_f1"),
+            "history": history,
+        },
+    }
+    with open(os.path.join(out, META), "w") as f:
+        json.dump(new_meta, f, indent=2, sort_keys=True)
+    return new_meta
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "weights" / "small"))
+    parser.add_argument("--preset", default="small", choices=["small", "tiny"], help="tiny: tests only")
+    parser.add_argument("--n-per-class", type=int, default=1500)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=101, help="data seed of the synthetic set")
+    parser.add_argument("--minutes", type=float, default=35.0, help="training budget (Ray start included)")
+    parser.add_argument("--work", default="out/pretrain", help="where the set and the full run are kept")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from rfnet.config import TrainRFNetConfig
+    from rfnet.data.synthetic import make_synthetic_set
+    from rfnet.train import train_rfnet
+
+    started = time.time()
+    data = os.path.join(args.work, f"data-{args.seed}")
+    if not os.path.exists(os.path.join(data, "label.txt")):
+        make_synthetic_set(data, n_per_class=args.n_per_class, image_size=args.image_size, seed=args.seed)
+    assignments = {
+        "data.root": data,
+        "out": os.path.join(args.work, "model"),
+        "init_from": None,  # from random weights
+        "resume": False,
+        "optim.max_train_minutes": args.minutes,
+        **dict(parse_assignment(a) for a in args.set),
+    }
+    cfg = load_config(TrainRFNetConfig, preset=args.preset, assignments=assignments)
+    result = train_rfnet(cfg, started=started)
+    meta = export_checkpoint(
+        result.out,
+        args.out,
+        {
+            "command": " ".join(["python -m rfnet.pretrain", *(argv if argv is not None else sys.argv[1:])]),
+            "data": {
+                "generator": "rfnet.data.synthetic",
+                "n_per_class": args.n_per_class,
+                "image_size": args.image_size,
+                "seed": args.seed,
+                "n_train": result.n_train,
+                "n_val": result.n_val,
+            },
+            "epochs": result.epochs,
+            "wall_s": round(time.time() - started, 1),
+            "torch_threads": torch.get_num_threads(),
+        },
+    )
+    print(
+        f"wrote {args.out}: best epoch {meta['pretrain']['best_epoch']} of {result.epochs}, "
+        f"val macro F1 {meta['pretrain']['val_macro_f1']:.3f} on {result.n_val} synthetic images; "
+        f"{os.path.getsize(os.path.join(args.out, WEIGHTS)) / 2**20:.1f} MiB"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
