@@ -211,7 +211,7 @@ def init_from(model: RFNet, source: str) -> tuple[list[str], list[str]]:
     if not copied:
         raise ValueError(f"no weight of {source!r} matches the model (names and shapes); is it an RFNet?")
     model.load_state_dict({k: theirs[k] for k in copied}, strict=False)
-    return copied, [k for k in ours if k not in set(copied)]
+    return copied, [k for k, v in ours.items() if k not in theirs or theirs[k].shape != v.shape]
 
 
 def load_rfnet(source: str, device: str = "auto", dtype: str = "auto") -> LoadedRFNet:

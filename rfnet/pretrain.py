@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from pipelines.config import load_config, parse_assignment
 from rfnet.checkpoint import CONFIG, META, WEIGHTS
@@ -41,13 +41,13 @@ logger = logging.getLogger(__name__)
 
 def export_checkpoint(trained: str, out: str, provenance: dict) -> dict:
     """Copy the checkpoint in ``trained`` to ``out`` with float16 parameters; returns the new meta."""
-    from rfnet.checkpoint import load_model
+    from rfnet.checkpoint import load_model, state_dict_tensors
 
     model, _, meta = load_model(trained)
     params = {name for name, _ in model.named_parameters()}
     tensors = {
-        k: (v.half() if k in params and v.is_floating_point() else v).contiguous()
-        for k, v in load_file(os.path.join(trained, WEIGHTS)).items()
+        k: (v.half() if k in params and v.is_floating_point() else v)
+        for k, v in state_dict_tensors(model).items()
     }
     os.makedirs(out, exist_ok=True)
     save_file(tensors, os.path.join(out, WEIGHTS))
