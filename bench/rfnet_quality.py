@@ -11,7 +11,10 @@ on one or more labelled sets:
   resolution rather than the pasted size), to check that RFNet was not tuned to one generator;
 - ``studio``: :func:`bench.rfnet_studio.make_studio_set`, a third generator written from the class
   definitions only, without reading the other two: perspective studio scenes, large centred
-  products as the production pipeline places them, other defect variants.
+  products as the production pipeline places them, other defect variants;
+- ``lifestyle``: :func:`bench.rfnet_lifestyle.make_lifestyle_set`, a fourth, written the same way
+  from the class definitions alone: kitchen counters, desks, bathroom shelves and outdoor scenes
+  at varied camera heights.
 
 ``small`` fine-tunes from the shipped ``builtin:small`` weights, which were trained on the
 ``synthetic`` generator (another data seed): ``alt`` and ``studio`` are the sets it has never seen
@@ -371,7 +374,9 @@ def run_protocol(data: str, work: str, extra: list[str], max_minutes: float | No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--sets", default="synthetic,alt", help="comma list of synthetic, synthetic-real, alt, studio"
+        "--sets",
+        default="synthetic,alt",
+        help="comma list of synthetic, synthetic-real, alt, studio, lifestyle",
     )
     parser.add_argument("--n-per-class", type=int, default=350, help="images per class (15 %% are held out)")
     parser.add_argument("--image-size", type=int, default=128)
@@ -413,6 +418,12 @@ def main() -> None:
                 from bench.rfnet_studio import make_studio_set
 
                 make_studio_set(
+                    data, n_per_class=args.n_per_class, image_size=args.image_size, seed=args.seed
+                )
+            elif name == "lifestyle":
+                from bench.rfnet_lifestyle import make_lifestyle_set
+
+                make_lifestyle_set(
                     data, n_per_class=args.n_per_class, image_size=args.image_size, seed=args.seed
                 )
             else:

@@ -811,7 +811,7 @@ def product_descriptor(
 # ----------------------------------------------------------------------------------------------------
 # Scene measurements around the located product (an extension of the descriptor).
 
-SCENE_DESCRIPTOR_SIZE = 29
+SCENE_DESCRIPTOR_SIZE = 38
 
 
 def _max3(x: torch.Tensor) -> torch.Tensor:
@@ -825,6 +825,84 @@ def _max3(x: torch.Tensor) -> torch.Tensor:
 def _norm(x: torch.Tensor) -> torch.Tensor:
     """Euclidean norm over channels, ``(B, C, H, W)`` -> ``(B, 1, H, W)``."""
     return torch.sqrt((x * x).sum(dim=1, keepdim=True) + 1e-12)
+
+
+def _components(binary: torch.Tensor) -> torch.Tensor:
+    """8-connected components of a ``(B, 1, H, W)`` 0/1 map: ``(B, H*W)`` labels, 0 for background,
+    else the largest flat index (1-based) in the component. Max-label propagation until nothing
+    changes (at most ``H + W`` rounds); no host round-trip, so it runs where the image is."""
+    h, w = binary.shape[-2:]
+    index = torch.arange(1, h * w + 1, device=binary.device, dtype=torch.float32).view(1, 1, h, w)
+    labels = index * binary
+    for _ in range(h + w):
+        grown = _max3(labels) * binary
+        if torch.equal(grown, labels):
+            break
+        labels = grown
+    return labels.long().flatten(1)
+
+
+def _floor_objects(
+    objects: torch.Tensor, box: torch.Tensor, horizon: torch.Tensor, area: torch.Tensor
+) -> list[torch.Tensor]:
+    """Sizes of the objects standing in the scene against the product's, corrected for perspective.
+
+    ``objects`` ``(B, 1, S, S)`` marks scene pixels unlike their row; ``horizon`` ``(B,)`` is the
+    estimated far end of the ground (fraction of the side), ``area`` the product's area fraction.
+    On a ground plane seen from a level camera, an object's height in the image divided by how far
+    its base is below the horizon is its real height over the camera's, whatever its distance; so
+    ``(H / (base - horizon)) / (h / (y1 - horizon))`` is its real height in product heights.
+    """
+    b, _, s, _ = objects.shape
+    dev = objects.device
+    labels = _components(objects)
+    n = s * s + 1
+    grid = torch.arange(s, device=dev, dtype=torch.float32)
+    rows = grid.view(s, 1).expand(s, s).reshape(1, -1).expand(b, -1)
+    cols = grid.view(1, s).expand(s, s).reshape(1, -1).expand(b, -1)
+
+    def reduce(values: torch.Tensor, how: str, start: float) -> torch.Tensor:
+        out = torch.full((b, n), start, device=dev)
+        return out.scatter_reduce(1, labels, values, how, include_self=True)[:, 1:]
+
+    top, bottom = reduce(rows, "amin", float(s)), reduce(rows, "amax", -1.0)
+    left, right = reduce(cols, "amin", float(s)), reduce(cols, "amax", -1.0)
+    count = torch.zeros((b, n), device=dev).scatter_add(1, labels, torch.ones_like(rows))[:, 1:]
+    height, width, base = (bottom - top + 1) / s, (right - left + 1) / s, (bottom + 1) / s
+    y0, y1 = box.float()[:, 1], box.float()[:, 3]
+    h = (y1 - y0).clamp(min=1e-3)
+    horizon_ = horizon.view(-1, 1)
+    # Upright things standing below the horizon, not specks, not cut by the top of the frame.
+    standing = (
+        (count >= 4)
+        & (count >= 0.01 * area.view(-1, 1) * s * s)
+        & (height >= 0.25 * width)
+        & (base > horizon_ + 0.02)
+        & (top > 0)
+    )
+    own = h / (y1 - horizon).clamp(min=0.03)
+    log_real = ((height / (base - horizon_).clamp(min=0.03)) / own.view(-1, 1)).clamp(1e-3, 1e3).log()
+    log_box = (height / h.view(-1, 1)).clamp(1e-3, 1e3).log()
+    beside = standing & ((base - y1.view(-1, 1)).abs() < 0.15 * h.view(-1, 1))
+    far = torch.full_like(log_real, 1e9)
+    zero = torch.zeros_like(h)
+
+    def extreme(values: torch.Tensor, keep: torch.Tensor) -> list[torch.Tensor]:
+        some = keep.any(dim=1)
+        high = torch.where(keep, values, -far).amax(dim=1)
+        low = torch.where(keep, values, far).amin(dim=1)
+        return [torch.where(some, high, zero), torch.where(some, low, zero)]
+
+    largest = torch.where(standing, count, -1.0).argmax(dim=1, keepdim=True)
+    return [
+        standing.any(dim=1).float(),
+        *extreme(log_real, standing),
+        torch.where(standing.any(dim=1), log_real.gather(1, largest)[:, 0], zero),
+        standing.float().sum(dim=1).log1p(),
+        beside.any(dim=1).float(),
+        *extreme(log_box, beside),
+        ((y1 - horizon) / h).clamp(-4, 8),
+    ]
 
 
 def scene_descriptor(
@@ -857,7 +935,14 @@ def scene_descriptor(
       percentile, and the tallest within two box widths beside the product, in box heights; their
       area in product areas (log) (Size Mismatch: neighbouring objects out of scale);
     - edge orientation (2): share of background gradient energy within 0.2 rad of horizontal or
-      vertical, and near the diagonals (Unsuitable: a tilted or warped scene).
+      vertical, and near the diagonals (Unsuitable: a tilted or warped scene);
+    - standing objects (9): the same "other objects" pixels as connected components; those upright,
+      not specks and standing below the horizon (the strongest long horizontal line above the base)
+      are measured in real product heights by perspective (:func:`_floor_objects`): whether there is
+      one, the largest and smallest ratio (log), the ratio of the biggest object, their number (log);
+      whether one stands at the product's depth (base within 0.15 box heights), the largest and
+      smallest of those in box heights (log); and the base's distance below the horizon in box
+      heights (Size Mismatch: furniture at dolls'-house scale, tabletop things towering over it).
     """
     s = image.shape[-1]
     dev = image.device
@@ -925,6 +1010,9 @@ def scene_descriptor(
     profile = profile * (coverage > 0.2).float()
     strongest, where = profile.max(dim=1)
     feats += [((y1 - pos[where]) / h).clamp(-4, 4), strongest]
+    above = profile * (pos.view(1, -1) < (y1 - 0.05 * h).view(-1, 1)).float()
+    line, line_at = above.max(dim=1)
+    horizon = torch.where(line > 0.01, pos[line_at], torch.zeros_like(y1))
 
     def band(lo: float, hi: float) -> torch.Tensor:
         sel = (pos.view(1, -1) >= (y1 + lo * h).view(-1, 1)) & (pos.view(1, -1) < (y1 + hi * h).view(-1, 1))
@@ -976,6 +1064,9 @@ def scene_descriptor(
         (magnitude * axis.float()).sum(dim=(1, 2, 3)) / total,
         (magnitude * diagonal.float()).sum(dim=(1, 2, 3)) / total,
     ]
+
+    # Standing objects in real product heights.
+    feats += _floor_objects(objects, box, horizon, area / (s * s))
 
     out = torch.stack(feats, dim=1)
     assert out.shape[1] == SCENE_DESCRIPTOR_SIZE

@@ -94,9 +94,9 @@ class RFNetConfig(ConfigBase):
     # Also a linear map from the (standardised) descriptor straight to the logits, added to the
     # head's: what a linear model of the measurements gets right is there from the first epochs.
     descriptor_logits: bool = False
-    # Extend the descriptor with rfnet.aux.scene_descriptor (29 more measurements: outline contrast,
+    # Extend the descriptor with rfnet.aux.scene_descriptor (38 more measurements: outline contrast,
     # product-coloured matter attached to the outline, horizontal structure at the base, heights of
-    # other objects, edge orientation). Needs use_descriptor.
+    # other objects, edge orientation, standing objects in real product heights by perspective). Needs use_descriptor.
     descriptor_scene: bool = False
 
     # --- image encoders -----------------------------------------------------------------------

@@ -8,7 +8,10 @@ defect set (:mod:`rfnet.data.synthetic`, products drawn procedurally, no externa
 
     python -m rfnet.pretrain --out rfnet/weights/small
 
-1. writes ``--n-per-class`` images per class of the synthetic set (seed ``--seed``, 128 px);
+1. writes ``--n-per-class`` images per class of the synthetic set (seed ``--seed``, 128 px); with
+   ``--generator MODULE:FUNCTION`` (repeatable) the images per class are shared between several
+   generators with the synthetic set's signature ``f(out, *, n_per_class, image_size, seed)``,
+   whose sets are merged into one (file names prefixed by the generator's position);
 2. trains ``--preset small`` from random weights on it (``train_rfnet``, Ray Train, the same loop
    as ``reliable-ad train-rfnet``) for ``--minutes``;
 3. exports the best epoch: parameters in float16 (half the size; they are cast back to float32
@@ -69,6 +72,82 @@ def export_checkpoint(trained: str, out: str, provenance: dict) -> dict:
     return new_meta
 
 
+SYNTHETIC = "rfnet.data.synthetic:make_synthetic_set"
+
+
+def resolve_generator(spec: str):
+    """``"package.module:function"`` -> the function (a clear error if it is not there)."""
+    import importlib
+
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        raise SystemExit(f"--generator {spec!r}: expected MODULE:FUNCTION")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise SystemExit(f"--generator {spec!r}: {exc}") from exc
+
+
+def merge_sets(parts: list[str], out: str) -> str:
+    """Merge RF1M-layout sets (``label.txt``, ``images/``, ``products/``, ``captions.jsonl``) into
+    ``out``; the files of part ``i`` are linked (copied across devices) as ``g<i>-<name>``."""
+    tmp = out + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for sub in ("images", "products"):
+        os.makedirs(os.path.join(tmp, sub))
+    labels: list[str] = []
+    captions: list[str] = []
+    for i, part in enumerate(parts):
+        prefix = f"g{i}-"
+        for sub in ("images", "products"):
+            for name in sorted(os.listdir(os.path.join(part, sub))):
+                src, dst = os.path.join(part, sub, name), os.path.join(tmp, sub, prefix + name)
+                try:
+                    os.link(src, dst)
+                except OSError:
+                    shutil.copyfile(src, dst)
+        with open(os.path.join(part, "label.txt")) as f:
+            for line in f:
+                if line.strip():
+                    path, label = line.rstrip("\n").split("\t")
+                    head, name = path.rsplit("/", 1)
+                    labels.append(f"{head}/{prefix}{name}\t{label}")
+        caption_file = os.path.join(part, "captions.jsonl")
+        if os.path.exists(caption_file):
+            with open(caption_file) as f:
+                for line in f:
+                    if line.strip():
+                        row = json.loads(line)
+                        head, name = row["image"].rsplit("/", 1)
+                        captions.append(json.dumps({**row, "image": f"{head}/{prefix}{name}"}))
+    with open(os.path.join(tmp, "label.txt"), "w") as f:
+        f.write("\n".join(labels) + "\n")
+    with open(os.path.join(tmp, "captions.jsonl"), "w") as f:
+        f.write("\n".join(captions) + ("\n" if captions else ""))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+def build_data(generators: list[str], work: str, *, n_per_class: int, image_size: int, seed: int) -> str:
+    """The pretraining set under ``work``: one generator's set, or the merge of several that share
+    ``n_per_class`` (the first ones take the remainder). Existing complete sets are reused."""
+    if generators == [SYNTHETIC]:
+        data = os.path.join(work, f"data-{seed}")
+        if not os.path.exists(os.path.join(data, "label.txt")):
+            resolve_generator(SYNTHETIC)(data, n_per_class=n_per_class, image_size=image_size, seed=seed)
+        return data
+    parts = []
+    for i, spec in enumerate(generators):
+        share = n_per_class // len(generators) + (i < n_per_class % len(generators))
+        tag = spec.rpartition(":")[2]
+        part = os.path.join(work, f"part-{tag}-{seed}-{share}-{image_size}")
+        if not os.path.exists(os.path.join(part, "label.txt")):
+            resolve_generator(spec)(part, n_per_class=share, image_size=image_size, seed=seed)
+        parts.append(part)
+    return merge_sets(parts, os.path.join(work, f"data-mix-{seed}"))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "weights" / "small"))
@@ -76,6 +155,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-per-class", type=int, default=1500)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=101, help="data seed of the synthetic set")
+    parser.add_argument(
+        "--generator",
+        action="append",
+        default=None,
+        metavar="MODULE:FUNCTION",
+        help=f"a set generator (repeatable; default {SYNTHETIC}); several share --n-per-class",
+    )
     parser.add_argument("--minutes", type=float, default=35.0, help="training budget (Ray start included)")
     parser.add_argument("--work", default="out/pretrain", help="where the set and the full run are kept")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
@@ -83,13 +169,15 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from rfnet.config import TrainRFNetConfig
-    from rfnet.data.synthetic import make_synthetic_set
     from rfnet.train import train_rfnet
 
     started = time.time()
-    data = os.path.join(args.work, f"data-{args.seed}")
-    if not os.path.exists(os.path.join(data, "label.txt")):
-        make_synthetic_set(data, n_per_class=args.n_per_class, image_size=args.image_size, seed=args.seed)
+    generators = args.generator or [SYNTHETIC]
+    for spec in generators:
+        resolve_generator(spec)  # fail before any work
+    data = build_data(
+        generators, args.work, n_per_class=args.n_per_class, image_size=args.image_size, seed=args.seed
+    )
     assignments = {
         "data.root": data,
         "out": os.path.join(args.work, "model"),
@@ -106,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
         {
             "command": " ".join(["python -m rfnet.pretrain", *(argv if argv is not None else sys.argv[1:])]),
             "data": {
-                "generator": "rfnet.data.synthetic",
+                "generator": "rfnet.data.synthetic" if generators == [SYNTHETIC] else generators,
                 "n_per_class": args.n_per_class,
                 "image_size": args.image_size,
                 "seed": args.seed,
@@ -120,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"wrote {args.out}: best epoch {meta['pretrain']['best_epoch']} of {result.epochs}, "
-        f"val macro F1 {meta['pretrain']['val_macro_f1']:.3f} on {result.n_val} synthetic images; "
+        f"val macro F1 {meta['pretrain']['val_macro_f1']:.3f} on {result.n_val} held-out images; "
         f"{os.path.getsize(os.path.join(args.out, WEIGHTS)) / 2**20:.1f} MiB"
     )
 

@@ -220,11 +220,12 @@ def test_rfnet_ablations_are_valid_small_configs():
 
 
 def test_quality_sets_from_the_other_generators_are_reproducible_balanced_rf1m(tmp_path):
+    from bench.rfnet_lifestyle import make_lifestyle_set
     from bench.rfnet_quality import make_alt_set
     from bench.rfnet_studio import make_studio_set
     from rfnet.data import load_example, read_rf1m
 
-    for make in (make_alt_set, make_studio_set):
+    for make in (make_alt_set, make_studio_set, make_lifestyle_set):
         name = make.__name__
         a = make(str(tmp_path / f"{name}-a"), n_per_class=2, image_size=96, seed=3)
         make(str(tmp_path / f"{name}-b"), n_per_class=2, image_size=96, seed=3)

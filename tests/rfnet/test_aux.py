@@ -204,3 +204,56 @@ def test_scene_descriptor_sees_attached_product_colour_and_ignores_a_mirror():
         mirrored_box,
     )
     torch.testing.assert_close(flipped, out[1], atol=0.05, rtol=0.05)
+
+
+def test_components_separate_blobs_and_follow_a_winding_one():
+    from rfnet.aux import _components
+
+    binary = torch.zeros(1, 1, 16, 16)
+    binary[0, 0, 1:3, 1:3] = 1  # a square
+    binary[0, 0, 8:15, 3] = 1  # an L: down one column, then along a row
+    binary[0, 0, 14, 3:12] = 1
+    binary[0, 0, 5, 13] = 1  # a single pixel, diagonal neighbour of the next
+    binary[0, 0, 6, 14] = 1
+    labels = _components(binary).view(16, 16)
+    assert (labels[binary[0, 0] == 0] == 0).all()
+    assert len(set(labels[1:3, 1:3].flatten().tolist())) == 1
+    assert labels[8, 3] == labels[14, 11] != labels[1, 1]
+    assert labels[5, 13] == labels[6, 14] not in (labels[1, 1], labels[8, 3])
+
+
+def floor_scene(objects: list[tuple[int, int, int]], size: int = 128):
+    """Wall over floor (horizon at row 48), a 20x40 product standing at row 110, and flat grey
+    boxes ``(x, base_row, height)`` 10 px wide; returns image, placement, match, box."""
+    image = torch.empty(1, 3, size, size)
+    image[:, :, :48] = torch.tensor([0.85, 0.8, 0.7]).view(1, 3, 1, 1)
+    image[:, :, 48:] = torch.tensor([0.45, 0.35, 0.25]).view(1, 3, 1, 1)
+    image[:, :, 70:110, 54:74] = torch.tensor([0.2, 0.5, 0.9]).view(1, 3, 1, 1)
+    for x, base, height in objects:
+        image[:, :, base - height : base, x : x + 10] = torch.tensor([0.1, 0.9, 0.3]).view(1, 3, 1, 1)
+    placement = torch.zeros(1, 1, size, size)
+    placement[:, :, 70:110, 54:74] = 1
+    box = torch.tensor([[54, 70, 74, 110]], dtype=torch.float32) / size
+    return image, placement, torch.zeros(1, 2, size, size), box
+
+
+def test_scene_descriptor_measures_standing_objects_in_real_product_heights():
+    from rfnet.aux import scene_descriptor
+
+    # Product: 40 px tall, base 62 px below the horizon. A box standing 32 px below the horizon
+    # that is 10 px tall is about half the product's real height (10/32 against 40/62).
+    half = scene_descriptor(*floor_scene([(8, 80, 10)]))[0, 29:]
+    assert half[0] == 1  # something stands in the scene
+    torch.testing.assert_close(half[1].exp(), torch.tensor(0.48), atol=0.08, rtol=0)
+    assert half[1] == half[2] == half[3]  # one object: largest, smallest and biggest agree
+    assert half[5] == 0  # nothing at the product's depth
+    torch.testing.assert_close(half[8], torch.tensor(62 / 40), atol=0.1, rtol=0)
+    # A giant beside the product (same base, two and a half times its height)
+    # and a doll's-house one at the same depth on the other side.
+    both = scene_descriptor(*floor_scene([(100, 110, 100), (20, 110, 6)]))[0, 29:]
+    assert both[5] == 1
+    torch.testing.assert_close(both[6].exp(), torch.tensor(2.5), atol=0.1, rtol=0)
+    torch.testing.assert_close(both[7].exp(), torch.tensor(0.15), atol=0.05, rtol=0)
+    # An empty floor says so and leaves the ratios at zero.
+    empty = scene_descriptor(*floor_scene([]))[0, 29:]
+    assert empty[0] == 0 and (empty[1:8] == 0).all()
