@@ -131,21 +131,17 @@ def merge_sets(parts: list[str], out: str) -> str:
 
 def build_data(generators: list[str], work: str, *, n_per_class: int, image_size: int, seed: int) -> str:
     """The pretraining set under ``work``: one generator's set, or the merge of several that share
-    ``n_per_class`` (the first ones take the remainder). Existing complete sets are reused."""
-    if generators == [SYNTHETIC]:
-        data = os.path.join(work, f"data-{seed}")
-        if not os.path.exists(os.path.join(data, "label.txt")):
-            resolve_generator(SYNTHETIC)(data, n_per_class=n_per_class, image_size=image_size, seed=seed)
-        return data
+    ``n_per_class`` (the first ones take the remainder). A generator's set is reused only if it was
+    written with the same seed, size and count."""
     parts = []
     for i, spec in enumerate(generators):
         share = n_per_class // len(generators) + (i < n_per_class % len(generators))
         tag = spec.rpartition(":")[2]
-        part = os.path.join(work, f"part-{tag}-{seed}-{share}-{image_size}")
+        part = os.path.join(work, f"data-{tag}-{seed}-{share}-{image_size}")
         if not os.path.exists(os.path.join(part, "label.txt")):
             resolve_generator(spec)(part, n_per_class=share, image_size=image_size, seed=seed)
         parts.append(part)
-    return merge_sets(parts, os.path.join(work, f"data-mix-{seed}"))
+    return parts[0] if len(parts) == 1 else merge_sets(parts, os.path.join(work, f"data-mix-{seed}"))
 
 
 def main(argv: list[str] | None = None) -> None:
