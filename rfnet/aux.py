@@ -481,37 +481,45 @@ def _signal_fft(signal: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
 
 
 def _correlate(f_sig: torch.Tensor, n: int, t: torch.Tensor, valid: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masked squared error of template ``t (B, 4, C, C)`` (RGBA) at every top-left position
+    """Weighted squared error of template ``t (B, 4, C, C)`` (RGBA) at every top-left position
     ``(y, x) < valid`` of an ``n`` px signal given by ``f_sig`` (:func:`_signal_fft`; its ``inside``
     channel is 1 where the signal is real image): ``(error, product mass inside the frame)``, both
     ``(B, valid, valid)``.
 
-    ``sum a (I - T)^2 = sum a I^2 - 2 sum a T I + sum a T^2`` as FFT cross-correlations; positions
-    with ``y + C <= n`` do not wrap around.
+    Pixels are weighted by ``w = alpha^2``: a partly transparent edge pixel of the template is a
+    blend of the product and a background it does not know, so it counts less than the product's
+    inside (with ``w = alpha`` the edges of a small product outweigh its inside and a flat region of
+    similar colour can beat the true placement). ``sum w (I - T)^2 = sum w I^2 - 2 sum w T I +
+    sum w T^2`` as FFT cross-correlations, over ``sum w`` inside the frame; positions with
+    ``y + C <= n`` do not wrap around.
     """
     shape = (n, n)
     a, rgb = t[:, 3:4], t[:, :3]
+    w = a * a
     f_ker = torch.fft.rfft2(
-        torch.cat([a, a * rgb, a * (rgb**2).sum(dim=1, keepdim=True)], dim=1), s=shape
+        torch.cat([w, w * rgb, w * (rgb**2).sum(dim=1, keepdim=True), a], dim=1), s=shape
     ).conj()
     prods = torch.stack(
         [
-            f_sig[:, 0] * f_ker[:, 0],  # sum a I^2
-            (f_sig[:, 1:4] * f_ker[:, 1:4]).sum(dim=1),  # sum a T I
-            f_sig[:, 4] * f_ker[:, 4],  # sum a T^2 over the part inside the frame
-            f_sig[:, 4] * f_ker[:, 0],  # product mass inside the frame
+            f_sig[:, 0] * f_ker[:, 0],  # sum w I^2
+            (f_sig[:, 1:4] * f_ker[:, 1:4]).sum(dim=1),  # sum w T I
+            f_sig[:, 4] * f_ker[:, 4],  # sum w T^2 over the part inside the frame
+            f_sig[:, 4] * f_ker[:, 0],  # weight inside the frame
+            f_sig[:, 4] * f_ker[:, 5],  # product mass inside the frame
         ],
         dim=1,
     )
     corr = torch.fft.irfft2(prods, s=shape)[:, :, :valid, :valid]
-    n_in = corr[:, 3]
-    return (corr[:, 0] - 2 * corr[:, 1] + corr[:, 2]) / n_in.clamp(min=1e-6), n_in
+    return (corr[:, 0] - 2 * corr[:, 1] + corr[:, 2]) / corr[:, 3].clamp(min=1e-6), corr[:, 4]
 
 
 def _coarse_search(
-    img: torch.Tensor, pyramid: list[torch.Tensor], sizes: list[int], min_inside: float
-) -> torch.Tensor:
-    """Every position, every size (the same for all rows): best ``(size, x, y)`` per row (top-left, px)."""
+    img: torch.Tensor, pyramid: list[torch.Tensor], sizes: list[int], min_inside: float, candidates: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every position, every size (the same for all rows): the ``candidates`` best placements per row,
+    ``(B, K, 3)`` as ``(size, x, y)`` (top-left, px), and their errors ``(B, K)`` (inf where a row has
+    fewer). Candidates are local minima over a 3x3 neighbourhood of top-left positions (each position
+    at its best size), so they are distinct places, not one place at neighbouring offsets."""
     b, _, w, _ = img.shape
     canvas = max(sizes)
     # The canonical square may reach past the frame by its transparent padding (up to half its side
@@ -525,21 +533,23 @@ def _coarse_search(
     valid = padded.shape[-1] - canvas + 1
     coords = torch.arange(valid, device=img.device, dtype=img.dtype) - pad
     f_sig = _signal_fft(padded, inside)
-    best_err = torch.full((b,), float("inf"), device=img.device)
-    best = torch.zeros(b, 3, device=img.device)
+    best_err = torch.full((b, valid, valid), float("inf"), device=img.device)
+    best_size = torch.zeros(b, valid, valid, device=img.device)
     for size in sizes:
         t = _templates(pyramid, torch.full((b,), float(size), device=img.device), canvas)
         err, n_in = _correlate(f_sig, padded.shape[-1], t, valid)
         total = t[:, 3].flatten(1).sum(dim=1)
         err = err.masked_fill(n_in < min_inside * total.view(-1, 1, 1), float("inf"))
-        value, index = err.flatten(1).min(dim=1)
-        better = value < best_err
-        cand = torch.stack(
-            [torch.full_like(value, float(size)), coords[index % valid], coords[index // valid]], dim=1
-        )
-        best_err = torch.where(better, value, best_err)
-        best = torch.where(better.view(-1, 1), cand, best)
-    return best
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_size = torch.where(better, float(size), best_size)
+    lowest = -F.max_pool2d(-best_err.unsqueeze(1), 3, stride=1, padding=1).squeeze(1)
+    score = best_err.masked_fill(best_err > lowest, float("inf")).flatten(1)
+    value, index = score.topk(min(candidates, score.shape[1]), dim=1, largest=False)
+    cand = torch.stack(
+        [best_size.flatten(1).gather(1, index), coords[index % valid], coords[index // valid]], dim=2
+    )
+    return cand, value
 
 
 def _refine_search(
@@ -594,25 +604,32 @@ def locate_product(
     *,
     work_size: int = 32,
     refine_size: int = 48,
-    min_scale: float = 0.15,
-    num_scales: int = 12,
+    min_scale: float = 0.2,
+    num_scales: int = 10,
     refine_steps: int = 7,
     min_inside: float = 0.8,
+    candidates: int = 4,
+    min_template: int = 10,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Find the product in the generated image: ``(box (B, 4) in [0, 1], error (B,))``.
 
     The generation pipeline pastes the product back unchanged, so its pixels are in the image; RFNet
     gets it as a canonical square (position and scale thrown away). This finds the placement with
-    the lowest alpha-weighted mean squared colour difference, ``sum a (I - T)^2 / sum a`` (expanded
-    into FFT cross-correlations: ``sum a I^2 - 2 sum a T I + sum a T^2``), coarse to fine:
+    the lowest weighted mean squared colour difference, ``sum w (I - T)^2 / sum w`` with
+    ``w = alpha^2`` (expanded into FFT cross-correlations, see :func:`_correlate`), coarse to fine:
 
     1. at ``work_size`` px: every position, ``num_scales`` scales (the canonical square spanning
-       ``min_scale`` to 1.0 of the image side, geometric steps);
-    2. at ``refine_size`` px: ``refine_steps`` scales from one coarse step below to one above the
-       row's best, positions within two coarse pixels of it.
+       ``min_scale`` to 1.0 of the image side, geometric steps), a scale whose template would be
+       smaller than ``min_template`` px at twice (or four times ...) that size, since a few-pixel
+       template fits any patch of its colour; the ``candidates`` best distinct places are kept,
+       because at this size a look-alike object or a flat patch of the product's colour can still
+       score better than the product itself;
+    2. at ``refine_size`` px, for each candidate: ``refine_steps`` scales from one coarse step below
+       to one above its size, positions within two coarse pixels of it; the lowest error wins.
 
-    Placements with less than ``min_inside`` of the product inside the frame are not considered.
-    ``box`` is the product's alpha bounding box (x0, y0, x1, y1) as fractions of the image side;
+    Placements with less than ``min_inside`` of the product inside the frame are not considered, nor
+    products whose canonical square is under ``min_scale`` of the image side (the production
+    pipeline places them at 0.66-0.78). ``box`` is the product's alpha bounding box (x0, y0, x1, y1) as fractions of the image side;
     ``error`` the mean squared difference there (RGB in [0, 1]; ~0 for an unchanged paste). Rows
     without a product get the whole image and error 1. A search, so not differentiable; the views
     built from the box (:func:`crop_around`, :func:`placement_map`) are differentiable in the image.
@@ -622,19 +639,44 @@ def locate_product(
     prod = product.float()
     pyramid = _pyramid(prod)
     ratio = (1.0 / min_scale) ** (1.0 / max(1, num_scales - 1))
-    sizes = sorted({max(3, round(work_size * min_scale * ratio**i)) for i in range(num_scales)})
-    coarse = F.interpolate(
-        image.float(), size=(work_size, work_size), mode="bilinear", antialias=True, align_corners=False
-    )
-    best = _coarse_search(coarse, pyramid, sizes, min_inside)
+    # Each scale is searched at the smallest of work_size, 2 * work_size, ... (up to the image) at
+    # which its template has min_template px: a few-pixel template fits any patch of its colour.
+    by_side: dict[int, set[int]] = {}
+    for i in range(num_scales):
+        scale, side = min_scale * ratio**i, work_size
+        while scale * side < min_template and side * 2 <= image.shape[-1]:
+            side *= 2
+        by_side.setdefault(side, set()).add(max(3, round(side * scale)))
+    found_cand, found_err = [], []
+    for side, sizes in sorted(by_side.items()):
+        coarse = F.interpolate(
+            image.float(), size=(side, side), mode="bilinear", antialias=True, align_corners=False
+        )
+        c, e = _coarse_search(coarse, pyramid, sorted(sizes), min_inside, candidates)
+        found_cand.append(c * (work_size / side))  # in work_size px
+        found_err.append(e)
+    cand_err, pick = torch.cat(found_err, dim=1).topk(candidates, dim=1, largest=False)
+    cand = torch.cat(found_cand, dim=1).gather(1, pick.unsqueeze(2).expand(-1, -1, 3))
+    k = cand.shape[1]
+    cand = cand.flatten(0, 1)  # (B * K, 3): row b's candidates are rows b*K .. b*K + K-1
     f = refine_size / work_size
     rel = ratio ** torch.linspace(-1.0, 1.0, refine_steps, device=dev)
-    fine_sizes = (best[:, :1] * f * rel.view(1, -1)).clamp(3, refine_size).round()
+    fine_sizes = (cand[:, :1] * f * rel.view(1, -1)).clamp(3, refine_size).round()
     fine = F.interpolate(
         image.float(), size=(refine_size, refine_size), mode="bilinear", antialias=True, align_corners=False
     )
     radius = max(1, math.ceil(2 * f))  # two coarse pixels
-    best, best_err = _refine_search(fine, pyramid, fine_sizes, best[:, 1:] * f, radius, min_inside)
+    best, best_err = _refine_search(
+        fine.repeat_interleave(k, dim=0),
+        [level.repeat_interleave(k, dim=0) for level in pyramid],
+        fine_sizes,
+        cand[:, 1:] * f,
+        radius,
+        min_inside,
+    )
+    best_err = best_err.view(b, k).masked_fill(~torch.isfinite(cand_err), float("inf"))
+    best_err, pick = best_err.min(dim=1)
+    best = best.view(b, k, 3)[torch.arange(b, device=dev), pick]
     # The canonical square at the best placement, then the product's alpha bbox inside it.
     size, x_tl, y_tl = best[:, 0], best[:, 1], best[:, 2]
     alpha = prod[:, 3]
@@ -645,8 +687,11 @@ def locate_product(
     c1 = torch.where(cols, idx + 1, 0.0).amax(dim=1)
     r0 = torch.where(rows, idx, float(p)).amin(dim=1)
     r1 = torch.where(rows, idx + 1, 0.0).amax(dim=1)
-    k = size / p
-    box = torch.stack([x_tl + c0 * k, y_tl + r0 * k, x_tl + c1 * k, y_tl + r1 * k], dim=1) / refine_size
+    scale = size / p
+    box = (
+        torch.stack([x_tl + c0 * scale, y_tl + r0 * scale, x_tl + c1 * scale, y_tl + r1 * scale], dim=1)
+        / refine_size
+    )
     found = has_product.to(dev) & torch.isfinite(best_err)
     whole = torch.tensor([0.0, 0.0, 1.0, 1.0], device=dev).expand(b, 4)
     box = torch.where(found.view(-1, 1), box.clamp(0.0, 1.0), whole)

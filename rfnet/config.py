@@ -186,8 +186,9 @@ class RFNetConfig(ConfigBase):
                 image_size=64,
                 product_size=32,
                 compact_widths=(8, 16, 16, 24),
-                product_widths=(8, 8, 16, 16),
-                local_widths=(8, 8, 16, 16),
+                # Three stages at 32 px: the deepest map stays 2x2 (see _check).
+                product_widths=(8, 8, 16),
+                local_widths=(8, 8, 16),
                 local_size=32,
                 token_grid=2,
                 caption_max_length=24,
@@ -230,7 +231,39 @@ class RFNetConfig(ConfigBase):
             widths = getattr(self, name)
             if widths is not None and (len(widths) < 1 or min(widths) < 4):
                 raise ValueError(f"{name} must list at least one stage width >= 4, got {widths}")
+        if self.backbone == "compact":
+            self._check_compact_depth()
         return self
+
+    def _check_compact_depth(self) -> None:
+        """Every "compact" encoder must end on a map of at least 2x2.
+
+        It halves its input ``len(widths) + 1`` times. On a 1x1 map each GroupNorm group holds
+        ``channels / groups`` numbers (two, for 16 channels), and normalising two numbers keeps
+        little more than the sign of their difference: the features become near binary and their
+        gradients depend on float rounding.
+        """
+        image = self.global_size or self.image_size
+        encoders = [("compact_widths", self.compact_widths, image, "global_size / image_size")]
+        if self.use_product:
+            # With share_encoders (and 3 image channels) the product goes through the image encoder.
+            shared = self.share_encoders and self.image_channels == 3
+            name = "compact_widths" if shared else "product_widths"
+            widths = self.compact_widths if shared else self.product_widths or self.compact_widths
+            encoders.append((name, widths, self.product_size, "product_size"))
+        if self.local_view:
+            encoders.append(
+                ("local_widths", self.local_widths or self.compact_widths, self.local_size, "local_size")
+            )
+        for name, widths, size, size_name in encoders:
+            side = size // 2 ** (len(widths) + 1)
+            if side < 2:
+                raise ValueError(
+                    f"{name}={tuple(widths)} on {size} px input ends on a {max(side, 0)}x{max(side, 0)} map: "
+                    f"a 'compact' encoder halves its input len(widths) + 1 times and needs a final map of "
+                    f"at least 2x2 (GroupNorm over a 1x1 map normalises a couple of numbers per group); "
+                    f"use fewer stages or a larger {size_name}"
+                )
 
     @property
     def descriptor_size(self) -> int:

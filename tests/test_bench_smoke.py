@@ -238,3 +238,21 @@ def test_quality_sets_from_the_other_generators_are_reproducible_balanced_rf1m(t
         assert all(s.product is not None and s.caption for s in index.samples)
         ex = load_example(index.samples[0], image_size=96, product_size=32)
         assert ex["image"].shape == (96, 96, 3) and ex["has_product"]
+
+
+def test_product_search_bench_reports_every_class(tmp_path):
+    from bench.rfnet_lifestyle import make_lifestyle_set
+
+    data = make_lifestyle_set(str(tmp_path / "set"), n_per_class=1, image_size=96, seed=5)
+    out = tmp_path / "search.json"
+    args = ["--per-class", "1", "--threads", "1", "--out", str(out)]
+    subprocess.run(
+        [sys.executable, "-m", "bench.rfnet_search", data, *args],
+        check=True,
+        capture_output=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    result = json.loads(out.read_text())
+    assert result["images"] == 6 and len(result["off_share_per_class"]) == 6
+    assert 0.0 <= result["off_share"] <= 1.0
+    assert result["exhaustive_ms_per_img"] > result["ms_per_img"] > 0

@@ -143,6 +143,62 @@ def test_locate_product_finds_an_unchanged_paste():
     assert box.tolist() == [[0.0, 0.0, 1.0, 1.0]] and float(error) == 1.0
 
 
+def soft_product_among_patches(seed: int):
+    """A dark scene with six flat patches in a small product's mean colour, then the product (soft
+    alpha edge, a band in the opposite colour) pasted unchanged: ``(image, product, truth box)``."""
+    from rfnet.data.transforms import canonical_product
+
+    rng = np.random.default_rng(seed)
+    image = (rng.random((128, 128, 3)) * 0.1 + 0.05).astype(np.float32)
+    side = 28
+    yy, xx = np.mgrid[0:side, 0:side]
+    radius = np.sqrt((xx - side / 2 + 0.5) ** 2 + (yy - side / 2 + 0.5) ** 2) / (side / 2)
+    cut = np.zeros((side, side, 4), np.float32)
+    cut[..., 3] = np.clip(1.5 - 1.5 * radius, 0, 1) ** 0.5
+    colour = rng.random(3) * 0.6 + 0.2
+    cut[..., :3] = colour
+    cut[side // 3 : side // 3 + 3, :, :3] = 1 - colour
+    alpha = cut[..., 3:]
+    mean = (cut[..., :3] * alpha).sum(axis=(0, 1)) / alpha.sum()
+    for _ in range(6):
+        px, py = rng.integers(0, 120, size=2)
+        image[py : py + 14, px : px + 14] = mean
+    x, y = rng.integers(10, 100), rng.integers(10, 90)
+    image[y : y + side, x : x + side] = image[y : y + side, x : x + side] * (1 - alpha) + cut[..., :3] * alpha
+    product = canonical_product((cut * 255).round().astype(np.uint8), 64)
+    ys, xs = np.nonzero(cut[..., 3] > 0)
+    truth = torch.tensor([[x + xs.min(), y + ys.min(), x + xs.max() + 1, y + ys.max() + 1]]) / 128
+    return (
+        torch.from_numpy(image).permute(2, 0, 1)[None],
+        torch.from_numpy(product).permute(2, 0, 1)[None].float() / 255,
+        truth.float(),
+    )
+
+
+def test_locate_product_is_not_taken_in_by_patches_of_its_colour():
+    # At the coarse size a small product is a few pixels whose soft edge blends with the scene, and
+    # a flat patch of its mean colour can score better than the product itself.
+    for seed in range(10):
+        image, product, truth = soft_product_among_patches(seed)
+        box, _ = locate_product(image, product, torch.ones(1, dtype=torch.bool))
+        assert (box - truth).abs().max() * 128 <= 6.0, seed
+
+
+def test_coarse_search_keeps_distinct_candidates_in_error_order():
+    from rfnet.aux import _coarse_search, _pyramid
+
+    image, product, _ = pasted_scene()
+    twice = image.clone()
+    twice[..., :, 5:40] = image[..., :, 70:105]  # a second exact copy of the product, 65 px to the left
+    small = torch.nn.functional.interpolate(twice, size=(32, 32), mode="bilinear", antialias=True)
+    cand, err = _coarse_search(small, _pyramid(product), [14, 16, 19, 22, 26], 0.8, candidates=4)
+    assert cand.shape == (1, 4, 3) and err.shape == (1, 4)
+    assert bool((err[0, 1:] >= err[0, :-1]).all())
+    xs = sorted(float(x) for x in cand[0, :2, 1])  # the two best are the two copies, ~16 coarse px apart
+    assert 14 <= xs[1] - xs[0] <= 18
+    assert float(err[0, 1]) < 0.5 * float(err[0, 2])
+
+
 def test_placement_map_redraws_the_product_where_it_was_found():
     _, product, truth = pasted_scene()
     mask = placement_map(product, truth, 128)[0, 0]
