@@ -91,7 +91,8 @@ def test_two_ddp_workers_match_one_worker_with_the_same_global_batch(ray_cluster
     assert m2["world_size"] == 2
     assert m1["f_ac"][0] == pytest.approx(m2["f_ac"][0], rel=1e-5)
     assert m1["grad_norm"][0] == pytest.approx(m2["grad_norm"][0], rel=1e-4)
-    assert m1["p_available_before"] == pytest.approx(m2["p_available_before"], abs=1e-6)
+    # Generated in per-worker batches of other sizes, then scored: float noise ~1e-5 of the value.
+    assert m1["p_available_before"] == pytest.approx(m2["p_available_before"], rel=1e-4)
     # exp_avg after one AdamW step is (1 - beta1) x the all-reduced, clipped gradient.
     g1, g2 = adam_moments(one), adam_moments(two)
     assert g1.keys() == g2.keys() and g1
