@@ -619,20 +619,21 @@ def locate_product(
     ``w = alpha^2`` (expanded into FFT cross-correlations, see :func:`_correlate`), coarse to fine:
 
     1. at ``work_size`` px: every position, ``num_scales`` scales (the canonical square spanning
-       ``min_scale`` to 1.0 of the image side, geometric steps), a scale whose template would be
-       smaller than ``min_template`` px at twice (or four times ...) that size, since a few-pixel
-       template fits any patch of its colour; the ``candidates`` best distinct places are kept,
-       because at this size a look-alike object or a flat patch of the product's colour can still
-       score better than the product itself;
+       ``min_scale`` to 1.0 of the image side, geometric steps); a scale whose template would be
+       under ``min_template`` px there is searched at twice (or four times, ...) that size instead,
+       since a few-pixel template fits any patch of its colour; the ``candidates`` best distinct
+       places are kept, because at this size a look-alike object or a flat patch of the product's
+       colour can still score better than the product itself;
     2. at ``refine_size`` px, for each candidate: ``refine_steps`` scales from one coarse step below
        to one above its size, positions within two coarse pixels of it; the lowest error wins.
 
     Placements with less than ``min_inside`` of the product inside the frame are not considered, nor
     products whose canonical square is under ``min_scale`` of the image side (the production
-    pipeline places them at 0.66-0.78). ``box`` is the product's alpha bounding box (x0, y0, x1, y1) as fractions of the image side;
-    ``error`` the mean squared difference there (RGB in [0, 1]; ~0 for an unchanged paste). Rows
-    without a product get the whole image and error 1. A search, so not differentiable; the views
-    built from the box (:func:`crop_around`, :func:`placement_map`) are differentiable in the image.
+    pipeline places them at 0.66-0.78). ``box`` is the product's alpha bounding box (x0, y0, x1,
+    y1) as fractions of the image side; ``error`` the mean squared difference there (RGB in [0, 1];
+    ~0 for an unchanged paste). Rows without a product get the whole image and error 1. A search,
+    so not differentiable; the views built from the box (:func:`crop_around`, :func:`placement_map`)
+    are differentiable in the image.
     """
     b = image.shape[0]
     dev = image.device

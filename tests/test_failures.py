@@ -298,24 +298,34 @@ def test_generation_pool_spreads_over_nodes(shared_ray, tmp_path):
                 "generation.num_inference_steps": 2,
             },
         )
-        seen: dict[str, str] = {}  # actor id -> node id
+        seen: dict[str, str | None] = {}  # actor id -> node id
         done = threading.Event()
+
+        def record(actors: list) -> None:
+            for a in actors:  # a dead actor may no longer say where it ran: keep what was seen
+                seen[a.actor_id] = a.node_id or seen.get(a.actor_id)
 
         def watch() -> None:
             while not done.is_set():
-                for a in generation_actors(state="ALIVE"):
-                    seen[a.actor_id] = a.node_id
+                record(generation_actors(state="ALIVE"))
                 time.sleep(0.5)
 
+        # By default Ray Data starts on the first ready actor; six items may then all be done before
+        # the second actor has started, and it is torn down unplaced. Wait for the whole pool.
+        from ray.data import DataContext
+
+        context = DataContext.get_current()
+        wait_before = context.wait_for_min_actors_s
+        context.wait_for_min_actors_s = 300
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         try:
             run_catalog(cfg)
         finally:
+            context.wait_for_min_actors_s = wait_before
             done.set()
             watcher.join(timeout=30)
-        for a in generation_actors():  # dead ones too: the pool is gone once the wave ends
-            seen[a.actor_id] = a.node_id
+        record(generation_actors())  # dead ones too: the pool is gone once the wave ends
 
         assert len(seen) == 2, seen
         assert set(seen.values()) == worker_ids  # one actor on each fake-GPU node, none on the head
