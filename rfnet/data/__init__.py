@@ -8,8 +8,20 @@ from rfnet.data.feedback import ImportReport, export_for_labelling, import_label
 from rfnet.data.ray_loading import to_ray_dataset
 from rfnet.data.rf1m import Problem, RF1MError, RF1MIndex, read_rf1m
 from rfnet.data.samples import UNLABELLED, ExampleError, Sample, load_example, split_samples
-from rfnet.data.synthetic import make_synthetic_set, render_sample
 from rfnet.data.transforms import canonical_product
+
+# The synthetic generator is also a command (`python -m rfnet.data.synthetic`): importing it here
+# would load the module twice under that command (runpy warns), so it is loaded on first use.
+_LAZY = {"make_synthetic_set": "rfnet.data.synthetic", "render_sample": "rfnet.data.synthetic"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "UNLABELLED",

@@ -158,3 +158,22 @@ def test_bad_arguments_are_rejected(tmp_path):
         make_synthetic_set(
             str(tmp_path / "o"), n_per_class=1, image_size=64, seed=0, products_dir=str(tmp_path)
         )
+
+
+def test_the_command_runs_cleanly_as_documented(tmp_path):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "set"
+    args = ["--out", str(out), "--n-per-class", "1", "--image-size", "64", "--seed", "1"]
+    proc = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "rfnet.data.synthetic", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "RuntimeWarning" not in proc.stderr
+    assert len(read_rf1m(str(out)).samples) == 6
