@@ -74,11 +74,12 @@ def driver_state_cost(cfg: GenerateConfig, out: str, run_id: str) -> dict[str, A
     """Bytes the driver holds per item and per attempt, rebuilt from the run's attempts table.
 
     The runner keeps, for every catalog item, an :class:`ItemState` with the item and one dict per
-    attempt (the attempt row); they live until the run ends. This rebuilds that structure the way a
+    attempt (the fields of the attempt row that deciding and planning read, ``runner.compact``);
+    they live until the run ends. This rebuilds that structure the way a
     resumed run does (``CatalogRun._load_existing``) and measures it with ``tracemalloc``.
     """
     from pipelines.catalog import read_catalog
-    from pipelines.runner import ItemState
+    from pipelines.runner import ItemState, compact
     from pipelines.store import OutputStore
 
     table = OutputStore(out).attempts()
@@ -91,7 +92,7 @@ def driver_state_cost(cfg: GenerateConfig, out: str, run_id: str) -> dict[str, A
     states = {item.sku_id: ItemState(item) for item in catalog.items}
     after_items = tracemalloc.get_traced_memory()[0]
     for r in rows_table.to_pylist():
-        states[r["sku_id"]].attempts[int(r["attempt"])] = r
+        states[r["sku_id"]].attempts[int(r["attempt"])] = compact(r)
     after_attempts = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     n_items, n_attempts = len(states), rows_table.num_rows
@@ -110,6 +111,21 @@ def driver_state_cost(cfg: GenerateConfig, out: str, run_id: str) -> dict[str, A
     }
     del states
     return cost
+
+
+def first_wave_planning(cfg: GenerateConfig) -> dict[str, Any]:
+    """Driver time to plan the first wave of a fresh run over the catalog (no attempt yet).
+
+    Waves run one after another, so planning time is time the whole cluster waits; it must not
+    grow with the catalog (only the wave's ``run.chunk_size`` new items are planned).
+    """
+    from pipelines.catalog import read_catalog
+    from pipelines.runner import ItemState, next_wave_plans
+
+    states = [ItemState(item) for item in read_catalog(cfg.catalog).items]
+    t0 = time.perf_counter()
+    plans = next_wave_plans(states, cfg)
+    return {"items": len(states), "planned": len(plans), "ms": round(1e3 * (time.perf_counter() - t0), 1)}
 
 
 def run_one(items: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -163,6 +179,7 @@ def run_one(items: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         **rss.summary(),
         "rss_series_s_mib": series[::stride],
         "driver_state": driver_state_cost(cfg, str(out), summary.run_id),
+        "first_wave_planning": first_wave_planning(cfg),
     }
     return entry
 
@@ -202,7 +219,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ordered = sorted(runs.values(), key=lambda e: e["items"])
     print(
         format_table(
-            ["items", "images", "waves", "wall s", "img/s", "peak RSS MiB", "driver MiB", "driver B/item"],
+            [
+                "items",
+                "images",
+                "waves",
+                "wall s",
+                "img/s",
+                "peak RSS MiB",
+                "driver MiB",
+                "driver B/item",
+                "wave plan ms",
+            ],
             [
                 [
                     e["items"],
@@ -213,6 +240,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     e["peak_rss_mib"],
                     f"{e['driver_rss_mib_start']:.0f}->{e['driver_rss_mib_end']:.0f}",
                     e["driver_state"]["bytes_per_item_with_attempts"],
+                    e.get("first_wave_planning", {}).get("ms", "-"),
                 ]
                 for e in ordered
             ],

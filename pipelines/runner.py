@@ -30,6 +30,7 @@ import platform
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -133,6 +134,25 @@ def decide(state: ItemState, cfg: GenerateConfig) -> dict[str, Any] | None:
     if len(rows) >= cfg.retry.max_attempts:
         return result("error", None, f"all {len(rows)} attempts failed; last: {last['error']}")
     return None
+
+
+def next_wave_plans(states: Iterable[ItemState], cfg: GenerateConfig) -> list[tuple[CatalogItem, Any]]:
+    """The next wave: every pending retry, then up to ``run.chunk_size`` items not attempted yet.
+
+    ``states`` in catalog order. Only what the wave takes is planned: planning every waiting item
+    each wave would cost O(catalog^2 / chunk) over a run (~30 s per wave, before any GPU work, at a
+    million items).
+    """
+    retries, new = [], []
+    room = cfg.run.chunk_size
+    for st in states:
+        if st.result is not None:
+            continue
+        if st.attempts:
+            retries.append((st.item, plan_attempt(st.item, max(st.attempts) + 1, cfg, st.history())))
+        elif len(new) < room:
+            new.append((st.item, plan_attempt(st.item, 1, cfg)))
+    return retries + new
 
 
 def _num(x: Any) -> float:
@@ -406,10 +426,11 @@ class CatalogRun:
         from pipelines.refresh import update_manifest
 
         update_manifest(self.store, catalog, self.states, removed, self.run_id, cfg, self.config_hash)
-        run_json = self._write_run_json(catalog, t_start, skipped, removed, resumed)
+        attempts, results = self.store.attempts(), self.store.results()  # read once for both
+        run_json = self._write_run_json(catalog, t_start, skipped, removed, resumed, attempts, results)
         from pipelines.report import write_report
 
-        write_report(self.out)
+        write_report(self.out, self.run_id, attempts=attempts, results=results)
         self.store.write_state(
             {
                 "run_id": self.run_id,
@@ -472,10 +493,14 @@ class CatalogRun:
     def _part_name(self, wave: int) -> str:
         return f"{self.run_id}-w{wave:05d}-{self.session}-{self.part:04d}"
 
-    def _finalize_decided(self, wave: int) -> None:
-        """Write result rows for items whose attempts decide them but that have no result yet."""
+    def _finalize_decided(self, wave: int, skus: Iterable[str] | None = None) -> None:
+        """Write result rows for items whose attempts decide them but that have no result yet.
+
+        ``skus``: only these items (those with new attempt rows since the last call); ``None``: all.
+        """
         rows = []
-        for st in self.states.values():
+        states = self.states.values() if skus is None else (self.states[s] for s in skus)
+        for st in states:
             if st.result is not None:
                 continue
             decided = decide(st, self.cfg)
@@ -490,14 +515,7 @@ class CatalogRun:
 
     # --- waves -----------------------------------------------------------------------------------
     def _next_wave_plans(self) -> list[tuple[CatalogItem, Any]]:
-        retries, new = [], []
-        for st in self.states.values():
-            if st.result is not None:
-                continue
-            attempt = max(st.attempts, default=0) + 1
-            plan = plan_attempt(st.item, attempt, self.cfg, st.history())
-            (retries if st.attempts else new).append((st.item, plan))
-        return retries + new[: self.cfg.run.chunk_size]
+        return next_wave_plans(self.states.values(), self.cfg)
 
     def _configure_ray_data(self) -> None:
         import ray
@@ -517,6 +535,7 @@ class CatalogRun:
         ds = build_wave_dataset(rows, cfg, self.out, self.inspect_stage)
         t0 = time.monotonic()
         buffer: list[dict[str, Any]] = []
+        touched: dict[str, None] = {}  # items with attempt rows not yet through _finalize_decided, in order
         last_flush = t0
         stage = defaultdict(float)
         gen_busy = ins_busy = 0.0
@@ -529,6 +548,7 @@ class CatalogRun:
                     continue
                 st.attempts[rec["attempt"]] = compact(rec)
                 buffer.append(rec)
+                touched[rec["sku_id"]] = None
                 self._count_attempt(rec)
                 for key in ("prepare_s", "generate_s", "inspect_s", "write_s"):
                     stage[key] += float(rec.get(key) or 0.0)
@@ -538,11 +558,11 @@ class CatalogRun:
             gen_busy = stage["generate_s"]
             ins_busy = stage["inspect_s"]
             if time.monotonic() - last_flush >= cfg.run.flush_interval_s:
-                self._flush(wave, buffer)
-                buffer = []
+                self._flush(wave, buffer, touched)
+                buffer, touched = [], {}
                 last_flush = time.monotonic()
             self.progress.maybe_log()
-        self._flush(wave, buffer)
+        self._flush(wave, buffer, touched)
         wall = time.monotonic() - t0
         stats = WaveStats(
             wave=wave,
@@ -572,21 +592,28 @@ class CatalogRun:
         else:
             self.progress.attempt("accepted" if rec.get("accepted") else "rejected")
 
-    def _flush(self, wave: int, buffer: list[dict[str, Any]]) -> None:
+    def _flush(self, wave: int, buffer: list[dict[str, Any]], touched: Iterable[str]) -> None:
         if self.lease_owner:
             self.store.renew_lease(self.lease_owner, LEASE_TTL_S)
         if buffer:
             self.part += 1
             self.store.write_part("attempts", self._part_name(wave), to_table(buffer, ATTEMPT_SCHEMA))
-        self._finalize_decided(wave)
+        self._finalize_decided(wave, touched)
 
     # --- summary ---------------------------------------------------------------------------------
-    def _write_run_json(self, catalog: Catalog, t_start: float, skipped, removed, resumed) -> dict[str, Any]:
+    def _write_run_json(
+        self,
+        catalog: Catalog,
+        t_start: float,
+        skipped,
+        removed,
+        resumed,
+        attempts: pa.Table,
+        results: pa.Table,
+    ) -> dict[str, Any]:
         from pipelines.report import summarize
 
-        summary = summarize(
-            self.store.attempts(), self.store.results(), self.run_id, self.cfg.retry.max_attempts
-        )
+        summary = summarize(attempts, results, self.run_id, self.cfg.retry.max_attempts)
         waves = [asdict(w) for w in self.waves]
         gen_busy = sum(w.generate_busy_s for w in self.waves)
         pool = sum(w.generate_pool_s for w in self.waves)

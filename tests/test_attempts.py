@@ -108,3 +108,36 @@ def test_decide_without_inspection():
     no_inspect = load_config(GenerateConfig, preset="tiny", overrides={"inspect.enabled": False})
     r = decide(state((False, None, "")), no_inspect)
     assert (r["status"], r["attempts"]) == ("generated", 1)
+
+
+# ---- wave planning --------------------------------------------------------------------------------
+
+
+def test_a_wave_plans_every_retry_and_only_the_new_items_it_takes(monkeypatch):
+    import pipelines.runner as runner
+
+    planned = []
+
+    def counting_plan(item, attempt, cfg, history=()):
+        planned.append((item.sku_id, attempt))
+        return plan_attempt(item, attempt, cfg, history)
+
+    monkeypatch.setattr(runner, "plan_attempt", counting_plan)
+    cfg = load_config(GenerateConfig, preset="tiny", overrides={"run.chunk_size": 3})
+    items = [CatalogItem(row=i + 1, sku_id=f"S{i}", image=f"/x/{i}.png") for i in range(1000)]
+    states = [ItemState(it) for it in items]
+    states[0].result = {"status": "accepted"}  # finished: not planned
+    states[500] = state((False, 0.1, ""))  # one rejected attempt: retried at attempt 2
+    states[500].item = items[500]
+
+    plans = runner.next_wave_plans(states, cfg)
+    assert [(item.sku_id, plan.attempt) for item, plan in plans] == [
+        ("S500", 2),
+        ("S1", 1),
+        ("S2", 1),
+        ("S3", 1),
+    ]
+    assert sorted(planned) == sorted(
+        (item.sku_id, plan.attempt) for item, plan in plans
+    )  # nothing else planned
+    assert plans[1][1] == plan_attempt(items[1], 1, cfg)

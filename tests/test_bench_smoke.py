@@ -87,6 +87,16 @@ def test_bench_catalog_cycles_products_with_unique_valid_rows(tmp_path):
     assert 1 < len({it.image for it in catalog.items}) <= 5
 
 
+def test_scale_bench_plans_only_the_first_wave(tmp_path):
+    from bench.cpu_scale import first_wave_planning, scale_config
+
+    catalog = write_bench_catalog(tmp_path, items=40, distinct=4)
+    cfg = scale_config(str(catalog), str(tmp_path / "out"), 1, ["run.chunk_size=8"])
+    planning = first_wave_planning(cfg)
+    assert (planning["items"], planning["planned"]) == (40, 8)
+    assert planning["ms"] >= 0
+
+
 REQUIRED_GPU_FIELDS = {
     "device",
     "machine",
