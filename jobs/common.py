@@ -3,7 +3,9 @@
 Every job takes ``--config FILE.yaml``, ``--preset NAME`` and repeatable ``--set KEY=VALUE`` (any
 config field by dotted name), plus its own flags. Precedence: flags > ``--set`` > file > preset >
 defaults. The config is validated once, here, before any Ray work starts; a bad config exits with
-status 2 and a message naming the field.
+status 2 and a message naming the field. Input the job cannot use (no usable sample in a dataset, a
+path that does not exist) exits with status 2 and its message too, without a traceback unless
+``--log-level DEBUG``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.config import ConfigBase, ConfigError, load_config, parse_assignment
+from pipelines.config import ConfigBase, ConfigError, InputError, load_config, parse_assignment
 
 logger = logging.getLogger("reliable_ad")
 
@@ -91,6 +93,10 @@ def execute(spec: JobSpec, args: argparse.Namespace) -> int:
         return int(spec.main(cfg) or 0)
     except ConfigError as exc:
         print(f"reliable-ad {spec.name}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (InputError, FileNotFoundError) as exc:
+        logger.debug("%s failed on its input", spec.name, exc_info=True)
+        print(f"reliable-ad {spec.name}: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -29,6 +29,11 @@ class ConfigError(ValueError):
     """A configuration that cannot be used; the message says which value, why, and how to fix it."""
 
 
+class InputError(ValueError):
+    """Input a job cannot use (a dataset with no usable sample, a missing label file, ...); the
+    message says what was found and how to fix it."""
+
+
 class ConfigBase(BaseModel):
     """Frozen, strict base for every config section."""
 

@@ -44,6 +44,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pipelines import storage
+from pipelines.config import InputError
 from rfnet.data.samples import Sample
 from rfnet.labels import DISPLAY_NAMES, NUM_CLASSES, parse_label
 
@@ -75,7 +76,7 @@ class Problem:
         return f"{self.location}: {self.reason} | {self.line}"
 
 
-class RF1MError(ValueError):
+class RF1MError(InputError):
     """No usable sample (or no label file) at the given root; the message lists what went wrong."""
 
 

@@ -145,3 +145,22 @@ def test_a_set_with_split_files_is_scored_on_its_test_file(tmp_path, tiny_set):
     assert report["n"] == len(lines) - 9
     report = evaluate(tmp_path, tmp_path / "model", str(root), split="val")
     assert report["split"]["mode"] == "val" and report["n"] == 3
+
+
+def test_cli_reports_unusable_input_without_a_traceback(tmp_path, capsys):
+    from jobs.cli import main
+
+    data = tmp_path / "set"
+    data.mkdir()
+    (data / "label.txt").write_text("images/a.png\t9\nfoo\n")
+    rc = main(["evaluate", "--rfnet", "tiny", "--data", str(data), "--out", str(tmp_path / "ev")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "reliable-ad evaluate: error: no usable samples" in err and "label.txt:2" in err
+    assert "Traceback" not in err
+
+    rc = main(
+        ["evaluate", "--rfnet", str(tmp_path / "missing"), "--data", str(data), "--out", str(tmp_path / "ev")]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "is not a directory" in err and "Traceback" not in err
