@@ -98,15 +98,15 @@ def summarize(
             stage_throughput[stage] = int((seconds > 0).sum()) / busy
     failed = _ok(pc.not_equal(pc.fill_null(att["error"], ""), ""))
     retried = (pc.fill_null(att["attempt"], 0).to_numpy(zero_copy_only=False) > 1) & ~failed
-    retries = pa.table(
-        {"steer": pc.fill_null(att["steer"], ""), "accepted": pa.array(_ok(att["accepted"]).astype(np.int64))}
-    ).filter(pa.array(retried))
-    tally: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # action -> [attempts, accepted]
-    for g in retries.group_by("steer").aggregate([("accepted", "count"), ("accepted", "sum")]).to_pylist():
-        t = tally[g["steer"] or "reseed"]
-        t[0] += g["accepted_count"]
-        t[1] += g["accepted_sum"]
-    steer_stats = {k: {"attempts": n, "accept_rate": ok / n} for k, (n, ok) in sorted(tally.items())}
+    steer = pc.fill_null(att["steer"], "")
+    steer = pc.if_else(pc.equal(steer, ""), "reseed", steer)  # no steering: a plain reseed
+    accepted = pa.array(_ok(att["accepted"]).astype(np.int64))
+    retries = pa.table({"steer": steer, "accepted": accepted}).filter(pa.array(retried))
+    grouped = retries.group_by("steer").aggregate([("accepted", "count"), ("accepted", "sum")]).to_pylist()
+    steer_stats = {
+        g["steer"]: {"attempts": g["accepted_count"], "accept_rate": g["accepted_sum"] / g["accepted_count"]}
+        for g in sorted(grouped, key=lambda g: g["steer"])
+    }
     return {
         "items": len(res),
         "counts": {s: counts.get(s, 0) for s in ("accepted", "exhausted", "generated", "error")},
