@@ -75,8 +75,8 @@ def driver_state_cost(cfg: GenerateConfig, out: str, run_id: str) -> dict[str, A
 
     The runner keeps, for every catalog item, an :class:`ItemState` with the item and one dict per
     attempt (the fields of the attempt row that deciding and planning read, ``runner.compact``);
-    they live until the run ends. This rebuilds that structure the way a
-    resumed run does (``CatalogRun._load_existing``) and measures it with ``tracemalloc``.
+    they live until the run ends. This rebuilds that structure the way a resumed run does
+    (``CatalogRun._load_existing``) and measures it with ``tracemalloc``.
     """
     from pipelines.catalog import read_catalog
     from pipelines.runner import ItemState, compact
