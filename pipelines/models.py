@@ -202,6 +202,11 @@ def build_byte_tokenizer(bos_token_id: int, eos_token_id: int, max_length: int =
     vocab["<|endoftext|>"] = eos_token_id
     tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)
     tokenizer.model_max_length = max_length
+    # Byte tokens are ~2 characters, so the default negative prompt is ~90 of them. diffusers cuts
+    # prompts to `max_length` before encoding, but first tokenises them whole (to look for textual-
+    # inversion tokens), which would make transformers warn that the sequence "will result in
+    # indexing errors"; it cannot here. Marked as already shown.
+    tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
     return tokenizer
 
 

@@ -145,3 +145,16 @@ def test_fused_attention_projections_give_the_same_images(tmp_path, cfg, stage):
     # One wider matmul instead of three: the same arithmetic up to rounding (uint8 images).
     assert np.abs(fused.astype(int) - plain.astype(int)).max() <= 1
     assert fused.std() > 0
+
+
+def test_tiny_tokenizer_cuts_a_long_negative_prompt_without_a_false_warning(capfd):
+    from pipelines.attempts import SHAPE_NEGATIVE
+    from pipelines.config import DEFAULT_NEGATIVE
+    from pipelines.models import build_byte_tokenizer
+
+    tokenizer = build_byte_tokenizer(49406, 49407)
+    negative = f"{DEFAULT_NEGATIVE}, {SHAPE_NEGATIVE}"
+    assert len(tokenizer.tokenize(negative)) > 77  # what diffusers does before it cuts the prompt
+    ids = tokenizer(negative, padding="max_length", max_length=77, truncation=True).input_ids
+    assert len(ids) == 77 and ids[-1] == 49407
+    assert "indexing errors" not in capfd.readouterr().err
