@@ -456,7 +456,8 @@ class CatalogRun:
         attempts = self.store.attempts()
         if len(attempts):
             mine = attempts.filter(pa.compute.equal(attempts["run_id"], self.run_id))
-            for r in mine.to_pylist():
+            # Only what the driver keeps becomes Python objects (a resumed run can hold millions of rows).
+            for r in mine.select(["sku_id", *STATE_FIELDS]).to_pylist():
                 st = self.states.get(r["sku_id"])
                 if st is not None:
                     st.attempts[int(r["attempt"])] = compact(r)
