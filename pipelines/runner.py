@@ -536,7 +536,6 @@ class CatalogRun:
         ds = build_wave_dataset(rows, cfg, self.out, self.inspect_stage)
         t0 = time.monotonic()
         buffer: list[dict[str, Any]] = []
-        touched: dict[str, None] = {}  # items with attempt rows not yet through _finalize_decided, in order
         last_flush = t0
         stage = defaultdict(float)
         gen_busy = ins_busy = 0.0
@@ -549,7 +548,6 @@ class CatalogRun:
                     continue
                 st.attempts[rec["attempt"]] = compact(rec)
                 buffer.append(rec)
-                touched[rec["sku_id"]] = None
                 self._count_attempt(rec)
                 for key in ("prepare_s", "generate_s", "inspect_s", "write_s"):
                     stage[key] += float(rec.get(key) or 0.0)
@@ -559,11 +557,11 @@ class CatalogRun:
             gen_busy = stage["generate_s"]
             ins_busy = stage["inspect_s"]
             if time.monotonic() - last_flush >= cfg.run.flush_interval_s:
-                self._flush(wave, buffer, touched)
-                buffer, touched = [], {}
+                self._flush(wave, buffer)
+                buffer = []
                 last_flush = time.monotonic()
             self.progress.maybe_log()
-        self._flush(wave, buffer, touched)
+        self._flush(wave, buffer)
         wall = time.monotonic() - t0
         stats = WaveStats(
             wave=wave,
@@ -593,13 +591,13 @@ class CatalogRun:
         else:
             self.progress.attempt("accepted" if rec.get("accepted") else "rejected")
 
-    def _flush(self, wave: int, buffer: list[dict[str, Any]], touched: Iterable[str]) -> None:
+    def _flush(self, wave: int, buffer: list[dict[str, Any]]) -> None:
         if self.lease_owner:
             self.store.renew_lease(self.lease_owner, LEASE_TTL_S)
         if buffer:
             self.part += 1
             self.store.write_part("attempts", self._part_name(wave), to_table(buffer, ATTEMPT_SCHEMA))
-        self._finalize_decided(wave, touched)
+        self._finalize_decided(wave, dict.fromkeys(rec["sku_id"] for rec in buffer))  # items with new rows
 
     # --- summary ---------------------------------------------------------------------------------
     def _write_run_json(
