@@ -58,6 +58,7 @@ ABLATIONS: dict[str, list[str]] = {
         "model.local_view=false",
         "model.use_descriptor=false",
         "model.descriptor_scene=false",
+        "model.descriptor_integrity=false",
         "model.use_caption=false",
         "model.use_depth=false",
         "model.use_saliency=false",
@@ -69,6 +70,7 @@ ABLATIONS: dict[str, list[str]] = {
         "model.local_view=false",
         "model.use_descriptor=false",
         "model.descriptor_scene=false",
+        "model.descriptor_integrity=false",
     ],
 }
 

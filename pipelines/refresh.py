@@ -24,6 +24,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines import storage
 from pipelines.catalog import Catalog, CatalogItem
@@ -74,25 +75,26 @@ def hash_images(items: list[CatalogItem], cfg: GenerateConfig) -> dict[str, str]
 def select_changed(
     catalog: Catalog, store: OutputStore, cfg: GenerateConfig, config_hash: str
 ) -> tuple[list[CatalogItem], list[str], list[str]]:
-    """``(items to process, skus skipped as unchanged, skus removed from the catalog)``."""
-    manifest = {r["sku_id"]: r for r in store.manifest().to_pylist()}
+    """``(items to process, skus skipped as unchanged, skus removed from the catalog)``.
+
+    The manifest is read in Arrow: only the hashes of reusable items become Python strings (a
+    1M-item manifest as row dicts would hold about a gigabyte on the driver)."""
+    manifest = store.manifest()
+    live = pc.invert(manifest["removed"].fill_null(False))
+    reusable = manifest.filter(pc.and_(live, pc.is_in(manifest["status"], value_set=pa.array(REUSABLE))))
+    previous = dict(zip(reusable["sku_id"].to_pylist(), reusable["item_hash"].to_pylist(), strict=True))
     bytes_hashes = hash_images(catalog.items, cfg)
     todo, skipped = [], []
     for it in catalog.items:
-        prev = manifest.get(it.sku_id)
+        prev = previous.get(it.sku_id)
         h = bytes_hashes.get(it.sku_id, "")
-        if (
-            prev is not None
-            and h
-            and not prev["removed"]
-            and prev["status"] in REUSABLE
-            and prev["item_hash"] == item_hash(h, it, config_hash)
-        ):
+        if prev is not None and h and prev == item_hash(h, it, config_hash):
             skipped.append(it.sku_id)
         else:
             todo.append(it)
-    present = {it.sku_id for it in catalog.items}
-    removed = [s for s, r in manifest.items() if s not in present and not r["removed"]]
+    present = pa.array([it.sku_id for it in catalog.items], pa.string())
+    gone = pc.and_(live, pc.invert(pc.is_in(manifest["sku_id"], value_set=present)))
+    removed = manifest["sku_id"].filter(gone).to_pylist()
     logger.info("refresh: %d new or changed, %d unchanged, %d removed", len(todo), len(skipped), len(removed))
     return todo, skipped, removed
 
@@ -106,24 +108,41 @@ def update_manifest(
     cfg: GenerateConfig,
     config_hash: str,
 ) -> None:
-    """Upsert the processed items' latest state and mark removed ones; written atomically."""
-    rows = {r["sku_id"]: r for r in store.manifest().to_pylist()}
+    """Upsert the processed items' latest state and mark removed ones; written atomically.
+
+    Rows of untouched items are carried over as Arrow data; only the processed items are built in
+    Python."""
+    manifest = store.manifest()
     stamp = now()
+    rows = []
     for sku, st in states.items():
         res = st.result
         if res is None:
             continue
         bytes_hash = res.get("content_hash") or ""
-        rows[sku] = {
-            "sku_id": sku,
-            "item_hash": item_hash(bytes_hash, st.item, config_hash) if bytes_hash else "",
-            "status": res["status"],
-            "image": res.get("image") or "",
-            "run_id": run_id,
-            "removed": False,
-            "updated_at": stamp,
-        }
-    for sku in removed:
-        rows[sku] = {**rows[sku], "removed": True, "updated_at": stamp}
-    table = pa.Table.from_pylist(list(rows.values()), schema=MANIFEST_SCHEMA)
+        rows.append(
+            {
+                "sku_id": sku,
+                "item_hash": item_hash(bytes_hash, st.item, config_hash) if bytes_hash else "",
+                "status": res["status"],
+                "image": res.get("image") or "",
+                "run_id": run_id,
+                "removed": False,
+                "updated_at": stamp,
+            }
+        )
+    updated = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    gone = pa.array(removed, pa.string())
+    touched = pc.is_in(
+        manifest["sku_id"], value_set=pa.concat_arrays([updated["sku_id"].combine_chunks(), gone])
+    )
+    marked = manifest.filter(pc.is_in(manifest["sku_id"], value_set=gone))
+    marked = marked.set_column(
+        marked.schema.get_field_index("removed"), "removed", pa.array([True] * len(marked), pa.bool_())
+    ).set_column(
+        marked.schema.get_field_index("updated_at"),
+        "updated_at",
+        pa.array([stamp] * len(marked), MANIFEST_SCHEMA.field("updated_at").type),
+    )
+    table = pa.concat_tables([manifest.filter(pc.invert(touched)), updated, marked])
     store.write_manifest(table)

@@ -98,6 +98,10 @@ class RFNetConfig(ConfigBase):
     # product-coloured matter attached to the outline, horizontal structure at the base, heights of
     # other objects, edge orientation, standing objects in real product heights by perspective). Needs use_descriptor.
     descriptor_scene: bool = False
+    # Extend the descriptor with rfnet.aux.integrity_descriptor (18 measurements of whether the
+    # picture itself is broken: bands moved sideways, split channels, block artefacts, flat or
+    # posterised colour, clipping, noise, clutter). Needs use_descriptor.
+    descriptor_integrity: bool = False
 
     # --- image encoders -----------------------------------------------------------------------
     backbone: Backbone = "resnet50"  # image encoder architecture (one per image input unless share_encoders)
@@ -168,6 +172,7 @@ class RFNetConfig(ConfigBase):
                 descriptor_norm="data",
                 descriptor_logits=True,
                 descriptor_scene=True,
+                descriptor_integrity=True,
                 global_size=64,
                 caption_encoder="bert_tiny",
                 caption_max_length=48,
@@ -199,6 +204,7 @@ class RFNetConfig(ConfigBase):
                 descriptor_norm="layer",
                 descriptor_logits=False,
                 descriptor_scene=False,
+                descriptor_integrity=False,
                 global_size=None,
             ),
         ),
@@ -222,6 +228,10 @@ class RFNetConfig(ConfigBase):
             )
         if self.descriptor_scene and not self.use_descriptor:
             raise ValueError("descriptor_scene extends the product descriptor: it needs use_descriptor=True")
+        if self.descriptor_integrity and not self.use_descriptor:
+            raise ValueError(
+                "descriptor_integrity extends the product descriptor: it needs use_descriptor=True"
+            )
         if self.backbone != "compact" and self.aux_fusion == "channels" and self.backbone_source:
             # Pretrained stems expect 3 channels; stacking maps would discard the stem's pretraining.
             raise ValueError(
@@ -268,11 +278,15 @@ class RFNetConfig(ConfigBase):
     @property
     def descriptor_size(self) -> int:
         """Length of the raw descriptor the model reads (0 without ``use_descriptor``)."""
-        from rfnet.aux import DESCRIPTOR_SIZE, SCENE_DESCRIPTOR_SIZE
+        from rfnet.aux import DESCRIPTOR_SIZE, INTEGRITY_DESCRIPTOR_SIZE, SCENE_DESCRIPTOR_SIZE
 
         if not self.use_descriptor:
             return 0
-        return DESCRIPTOR_SIZE + (SCENE_DESCRIPTOR_SIZE if self.descriptor_scene else 0)
+        return (
+            DESCRIPTOR_SIZE
+            + (SCENE_DESCRIPTOR_SIZE if self.descriptor_scene else 0)
+            + (INTEGRITY_DESCRIPTOR_SIZE if self.descriptor_integrity else 0)
+        )
 
     @property
     def image_channels(self) -> int:

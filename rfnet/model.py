@@ -43,6 +43,7 @@ from rfnet.aux import (
     AuxExtractor,
     build_aux,
     crop_around,
+    integrity_descriptor,
     locate_product,
     placement_map,
     product_descriptor,
@@ -404,13 +405,16 @@ class RFNet(nn.Module):
     def raw_descriptor(self, image: torch.Tensor, maps: dict[str, torch.Tensor]) -> torch.Tensor:
         """The unnormalised descriptor ``(B, config.descriptor_size)`` of ``image`` (at ``image_size``)
         from its ``maps`` (placement, match, box): :func:`rfnet.aux.product_descriptor`, then
-        :func:`rfnet.aux.scene_descriptor` if ``descriptor_scene``."""
-        desc = product_descriptor(image, maps["placement"], maps["match"], maps["box"], maps.get("box_error"))
+        :func:`rfnet.aux.scene_descriptor` if ``descriptor_scene`` and
+        :func:`rfnet.aux.integrity_descriptor` if ``descriptor_integrity``."""
+        parts = [
+            product_descriptor(image, maps["placement"], maps["match"], maps["box"], maps.get("box_error"))
+        ]
         if self.config.descriptor_scene:
-            desc = torch.cat(
-                [desc, scene_descriptor(image, maps["placement"], maps["match"], maps["box"])], 1
-            )
-        return desc
+            parts.append(scene_descriptor(image, maps["placement"], maps["match"], maps["box"]))
+        if self.config.descriptor_integrity:
+            parts.append(integrity_descriptor(image, maps["placement"]))
+        return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
 
     def set_descriptor_stats(self, raw: torch.Tensor) -> None:
         """Set the descriptor standardisation from raw descriptors ``(N, config.descriptor_size)`` of

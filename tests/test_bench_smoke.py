@@ -245,7 +245,7 @@ def test_rfnet_ablations_are_valid_small_configs():
         overrides = dict(parse_assignment(a) for a in assignments)
         cfg = load_config(TrainRFNetConfig, preset="small", overrides=overrides).model
         assert cfg.use_product == (name == "all")
-        assert cfg.use_descriptor == (name == "all") and cfg.descriptor_scene == (name == "all")
+        assert cfg.use_descriptor == cfg.descriptor_scene == cfg.descriptor_integrity == (name == "all")
         assert cfg.use_caption == (name != "image_only")
 
 

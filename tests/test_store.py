@@ -73,3 +73,71 @@ def test_retry_policy_backoff_and_permanent_errors(monkeypatch):
     with pytest.raises(FileNotFoundError):  # not retried: another try cannot fix it
         storage.with_retries(lambda: (_ for _ in ()).throw(FileNotFoundError("gone")), what="x")
     assert delays == []
+
+
+def test_refresh_manifest_selection_and_upsert_without_row_dicts(tmp_path, monkeypatch):
+    """select_changed / update_manifest work on the manifest as Arrow data: unchanged usable items
+    are skipped, errors and items back from removal are redone, items gone from the catalog are
+    marked, and the rows of untouched items are carried over as they were."""
+    import pyarrow as pa
+
+    from pipelines import refresh
+    from pipelines.catalog import Catalog, CatalogItem
+    from pipelines.config import GenerateConfig
+    from pipelines.runner import ItemState
+    from pipelines.store import MANIFEST_SCHEMA
+
+    cfg = GenerateConfig()
+    items = {s: CatalogItem(row=i + 1, sku_id=s, image=f"/img/{s}.png") for i, s in enumerate("ABCDE")}
+    monkeypatch.setattr(
+        refresh, "hash_images", lambda its, _cfg: {it.sku_id: f"bytes-{it.sku_id}" for it in its}
+    )
+
+    def h(s: str) -> str:
+        return refresh.item_hash(f"bytes-{s}", items[s], "cfg")
+
+    earlier = now()
+    earlier = earlier.replace(microsecond=earlier.microsecond // 1000 * 1000)  # stored in ms
+    store = OutputStore(str(tmp_path))
+    previous = [
+        ("A", h("A"), "accepted", False),  # unchanged and usable: skipped
+        ("B", "stale", "accepted", False),  # changed: redone
+        ("C", h("C"), "error", False),  # failed last time: retried
+        ("D", h("D"), "exhausted", True),  # removed earlier, back in the catalog: redone
+        ("X", "x", "accepted", False),  # no longer in the catalog: marked removed
+        ("Y", "y", "accepted", True),  # removed earlier, still gone: untouched
+    ]
+    store.write_manifest(
+        pa.Table.from_pylist(
+            [
+                {"sku_id": s, "item_hash": ih, "status": st, "image": f"{s}.png", "run_id": "r0"}
+                | {"removed": rm, "updated_at": earlier}
+                for s, ih, st, rm in previous
+            ],
+            schema=MANIFEST_SCHEMA,
+        )
+    )
+    catalog = Catalog(source="c.jsonl", format="jsonl", items=[items[s] for s in "ABCDE"])
+    todo, skipped, removed = refresh.select_changed(catalog, store, cfg, "cfg")
+    assert [it.sku_id for it in todo] == ["B", "C", "D", "E"] and skipped == ["A"] and removed == ["X"]
+
+    states = {s: ItemState(item=items[s]) for s in "BCDE"}
+    for s in "BCD":
+        states[s].result = {"status": "accepted", "content_hash": f"bytes-{s}", "image": f"new/{s}.png"}
+    refresh.update_manifest(store, catalog, states, removed, "r1", cfg, "cfg")  # E: no result yet
+    rows = {r["sku_id"]: r for r in store.manifest().to_pylist()}
+    assert sorted(rows) == ["A", "B", "C", "D", "X", "Y"]
+    for s in "BCD":
+        assert (rows[s]["item_hash"], rows[s]["status"], rows[s]["run_id"], rows[s]["removed"]) == (
+            h(s),
+            "accepted",
+            "r1",
+            False,
+        )
+    assert rows["X"]["removed"] and rows["X"]["updated_at"] > earlier and rows["X"]["run_id"] == "r0"
+    for s in "AY":  # untouched
+        assert rows[s]["run_id"] == "r0" and rows[s]["updated_at"] == earlier
+    assert rows["Y"]["removed"] and not rows["A"]["removed"]
+    # A second selection now skips everything that was redone.
+    _, skipped, removed = refresh.select_changed(catalog, store, cfg, "cfg")
+    assert skipped == ["A", "B", "C", "D"] and removed == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from rfnet.aux import (
     DEPTH_EXTRACTORS,
@@ -313,3 +314,59 @@ def test_scene_descriptor_measures_standing_objects_in_real_product_heights():
     # An empty floor says so and leaves the ratios at zero.
     empty = scene_descriptor(*floor_scene([]))[0, 29:]
     assert empty[0] == 0 and (empty[1:8] == 0).all()
+
+
+def room_photo(size: int = 128, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A photo-like scene: a softly textured wall over a grainier floor (a real horizontal edge at
+    row 80), a flat blue product, mild sensor noise; returns the image and the product's placement."""
+    g = torch.Generator().manual_seed(seed)
+    wall = torch.tensor([0.75, 0.7, 0.62]).view(1, 3, 1, 1) + 0.24 * gaussian_blur(
+        torch.randn(1, 3, size, size, generator=g), 3.0
+    )
+    floor = torch.tensor([0.45, 0.32, 0.22]).view(1, 3, 1, 1) + 0.2 * gaussian_blur(
+        torch.randn(1, 3, size, size, generator=g), 1.0
+    )
+    image = torch.where(torch.arange(size).view(1, 1, -1, 1) < 80, wall, floor)
+    image[..., 40:100, 50:78] = torch.tensor([0.2, 0.45, 0.85]).view(1, 3, 1, 1)
+    image = (image + 0.01 * torch.randn(1, 3, size, size, generator=g)).clamp(0, 1)
+    placement = torch.zeros(1, 1, size, size)
+    placement[..., 40:100, 50:78] = 1
+    return image, placement
+
+
+def test_integrity_descriptor_reads_each_way_of_breaking_a_picture():
+    from rfnet.aux import INTEGRITY_DESCRIPTOR_SIZE, integrity_descriptor
+
+    image, placement = room_photo()
+    clean = integrity_descriptor(image, placement)[0]
+    assert clean.shape == (INTEGRITY_DESCRIPTOR_SIZE,) and torch.isfinite(clean).all()
+    # The wall/floor edge is real structure: no sideways shift makes the rows continue.
+    assert clean[0] < 0.1
+    # Left and right are pooled.
+    flipped = integrity_descriptor(image.flip(-1), placement.flip(-1))[0]
+    torch.testing.assert_close(flipped, clean, atol=0.02, rtol=0.02)
+
+    bands = image.clone()
+    for y0, y1, shift in ((10, 16, 30), (60, 66, -25), (100, 108, 40)):
+        bands[..., y0:y1, :] = torch.roll(bands[..., y0:y1, :], shift, -1)
+    split = image.clone()
+    split[:, 0] = torch.roll(split[:, 0], 5, -1)
+    blocks = F.interpolate(F.interpolate(image, size=16, mode="area"), size=128, mode="nearest")
+    posterised = (image * 3).round() / 3
+    blown = (image * 2.5).clamp(0, 1)
+    d = {
+        name: integrity_descriptor(x, placement)[0]
+        for name, x in (
+            ("bands", bands),
+            ("split", split),
+            ("blocks", blocks),
+            ("posterised", posterised),
+            ("blown", blown),
+        )
+    }
+    assert d["bands"][0] > clean[0] + 1.0 and d["bands"][1] > clean[1] + 1.0  # rows moved sideways
+    assert d["split"][4] > clean[4] + 0.08  # the red channel's detail lines up 5 px away
+    assert (d["blocks"][5:7] > clean[5:7] + 1.0).all()  # the change sits on an 8 px grid
+    assert d["blocks"][7] > 0.5 > clean[7]  # flat runs of equal pixels
+    assert d["posterised"][9] < 0.5 * clean[9]  # few of the luma levels in range are used
+    assert d["blown"][11] > 0.5 > clean[11]  # clipped at the top
