@@ -163,8 +163,14 @@ def test_gpu_generate_smoke_reports_every_field(tmp_path, shared_ray):
     assert "reference" in rows and rows["reference"]["dtype"] == "float32"
     assert rows["reference"]["speedup_vs_reference"] == 1.0
     assert len(rows) >= 3
+    peak_flops = result["peak_matmul"]["tflops"] * 1e12
     for r in rows.values():
-        assert r["images_per_s"] > 0 and 0 < r["mfu"] < 1 and r["finite"]
+        assert r["images_per_s"] > 0 and r["finite"]
+        # MFU against the measured matmul peak. On one CPU thread a tiny UNet's convolutions run at
+        # ~0.9 of a 1024x1024 matmul, so a peak measured while the machine is busy can put it above 1:
+        # what must hold is the definition and a sane range.
+        assert r["mfu"] == pytest.approx(r["images_per_s"] * result["flops_per_image"]["used"] / peak_flops)
+        assert 0 < r["mfu"] < 1.5
 
     breakdown = result["variants"]["breakdown"]
     assert sum(breakdown["share_per_image"].values()) == pytest.approx(1.0, abs=1e-3)
