@@ -132,17 +132,12 @@ def update_manifest(
             }
         )
     updated = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-    gone = pa.array(removed, pa.string())
-    touched = pc.is_in(
-        manifest["sku_id"], value_set=pa.concat_arrays([updated["sku_id"].combine_chunks(), gone])
+    kept = manifest.filter(
+        pc.invert(pc.is_in(manifest["sku_id"], value_set=updated["sku_id"].combine_chunks()))
     )
-    marked = manifest.filter(pc.is_in(manifest["sku_id"], value_set=gone))
-    marked = marked.set_column(
-        marked.schema.get_field_index("removed"), "removed", pa.array([True] * len(marked), pa.bool_())
-    ).set_column(
-        marked.schema.get_field_index("updated_at"),
-        "updated_at",
-        pa.array([stamp] * len(marked), MANIFEST_SCHEMA.field("updated_at").type),
-    )
-    table = pa.concat_tables([manifest.filter(pc.invert(touched)), updated, marked])
+    gone = pc.is_in(kept["sku_id"], value_set=pa.array(removed, pa.string()))
+    stamped = pc.if_else(gone, pa.scalar(stamp, MANIFEST_SCHEMA.field("updated_at").type), kept["updated_at"])
+    kept = kept.set_column(kept.schema.get_field_index("removed"), "removed", pc.or_(kept["removed"], gone))
+    kept = kept.set_column(kept.schema.get_field_index("updated_at"), "updated_at", stamped)
+    table = pa.concat_tables([kept, updated])
     store.write_manifest(table)

@@ -1190,8 +1190,9 @@ def integrity_descriptor(image: torch.Tensor, placement: torch.Tensor) -> torch.
 
     The Unsuitable class covers images that are unusable whatever the product does: glitched,
     collaged, over-compressed, posterised, blown out, smeared or tilted. These are standard,
-    generic readings of an image's integrity (no learned part; invariant to a horizontal flip),
-    taken outside the located product (``placement``, dilated) where they count pixels, since the
+    generic readings of an image's integrity (no learned part; invariant to a horizontal flip, the
+    block-grid readings to within the boundaries a grid period leaves over), taken outside the
+    located product (``placement``, dilated) where they count pixels, since the
     pasted product is intact by construction:
 
     - bands moved sideways (4): :func:`_shift_gain` for rows and for columns, the largest and the
@@ -1200,9 +1201,8 @@ def integrity_descriptor(image: torch.Tensor, placement: torch.Tensor) -> torch.
     - block artefacts (2): :func:`_grid_energy` of the column and row boundaries' colour change;
     - flat and quantised colour (4): share of background pixels equal to both their right and
       lower neighbour (8-bit), share of the background in its 8 commonest colours (16 levels per
-      channel), share of the
-      256 luma levels between the 2nd and 98th percentile that occur at all, and the number of
-      occupied 32-level luma bins;
+      channel), share of the 256 luma levels between the 2nd and 98th percentile that occur at
+      all, and the number of occupied 32-level luma bins;
     - exposure (2): share of background pixels at the top (any channel >= 0.99) or the bottom
       (all channels <= 0.01) of the range;
     - noise (1): the noise level of the luma by Immerkaer's Laplacian-difference estimate (log);
@@ -1243,7 +1243,7 @@ def integrity_descriptor(image: torch.Tensor, placement: torch.Tensor) -> torch.
     codes = (bins[:, 0] * 256 + bins[:, 1] * 16 + bins[:, 2]).flatten(1)
     colours = torch.zeros(bsz, 4096, device=img.device).scatter_add_(1, codes, weight)
     feats.append(colours.topk(8, dim=1).values.sum(dim=1) / weight.sum(dim=1))
-    luma_q = (0.299 * q[:, 0] + 0.587 * q[:, 1] + 0.114 * q[:, 2]).round().long().clamp(0, 255).flatten(1)
+    luma_q = to_gray(q).round().long().clamp(0, 255).flatten(1)
     hist = torch.zeros(bsz, 256, device=img.device).scatter_add_(1, luma_q, weight)
     cdf = hist.cumsum(dim=1) / weight.sum(dim=1, keepdim=True)
     levels = torch.arange(256, device=img.device).view(1, -1)
@@ -1262,7 +1262,7 @@ def integrity_descriptor(image: torch.Tensor, placement: torch.Tensor) -> torch.
     ]
 
     # Noise (Immerkaer 1996: the difference of two Laplacians cancels edges to first order).
-    luma = 0.299 * img[:, :1] + 0.587 * img[:, 1:2] + 0.114 * img[:, 2:3]
+    luma = to_gray(img)
     kernel = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]], device=img.device)
     response = F.conv2d(luma, kernel.view(1, 1, 3, 3)).abs()
     sigma = response.mean(dim=(1, 2, 3)) * math.sqrt(math.pi / 2) / 6.0
