@@ -4,10 +4,16 @@ RFNet's descriptor (``rfnet.aux.product_descriptor`` + ``scene_descriptor``: box
 contrasts, attached product-coloured matter, base contact, standing-object heights, ...) is one of
 its inputs. This measures what the descriptor alone can tell apart on a labelled RF1M set: the
 numbers of every image are computed once with ``--rfnet`` (default ``builtin:small``, which fixes
-the image size and the product search), then a classifier with one hidden layer of 64 (GELU,
-dropout 0.2, AdamW, 300 full-batch steps on standardised inputs) is scored by ``--folds``-fold
-cross-validation over all images. Next to the full model's macro F1 on the same set, it says how
-much the CNNs add over the measurements::
+the image size and the product search), then each of ``--classifiers`` is scored by
+``--folds``-fold cross-validation over all images (the same folds for each):
+
+- ``mlp``: one hidden layer of 64 (GELU, dropout 0.2, AdamW, 300 full-batch steps on standardised
+  inputs);
+- ``trees``: the boosted trees RFNet fits on its descriptor (:mod:`rfnet.trees`, the ``small``
+  preset's settings).
+
+Next to the full model's macro F1 on the same set, it says how much the CNNs add over the
+measurements, and what each kind of classifier makes of them::
 
     python -m bench.rfnet_descriptor_cv out/rfnet_quality/data-alt-7 out/rfnet_quality/data-lifestyle-7
 """
@@ -28,6 +34,9 @@ from rfnet.data.rf1m import read_rf1m
 from rfnet.labels import DISPLAY_NAMES, NUM_CLASSES
 from rfnet.metrics import confusion_matrix, macro_f1, per_class_metrics
 from rfnet.train import load_examples, precompute_maps
+from rfnet.trees import TreeParams, fit_trees
+
+CLASSIFIERS = ("mlp", "trees")
 
 
 def descriptors(model, root: str, threads: int) -> tuple[np.ndarray, np.ndarray]:
@@ -43,13 +52,21 @@ def descriptors(model, root: str, threads: int) -> tuple[np.ndarray, np.ndarray]
     return data.desc.numpy(), data.label.numpy()
 
 
-def cross_validate(x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """Out-of-fold predictions of the one-hidden-layer classifier."""
+def cross_validate(
+    x: np.ndarray, y: np.ndarray, folds: int, seed: int, classifier: str = "mlp"
+) -> np.ndarray:
+    """Out-of-fold predictions of ``classifier`` (``"mlp"`` or ``"trees"``)."""
+    if classifier not in CLASSIFIERS:
+        raise ValueError(f"unknown classifier {classifier!r}; choose from {CLASSIFIERS}")
     order = np.random.default_rng(seed).permutation(len(y))
     parts = np.array_split(order, folds)
     pred = np.zeros_like(y)
     for k, test in enumerate(parts):
         train = np.concatenate([p for j, p in enumerate(parts) if j != k])
+        if classifier == "trees":
+            trees = fit_trees(x[train], y[train], NUM_CLASSES, TreeParams(seed=seed * 100 + k))
+            pred[test] = trees.logits(torch.from_numpy(x[test])).argmax(1).numpy()
+            continue
         mean, std = x[train].mean(0), x[train].std(0) + 1e-6
         xt = torch.tensor((x[train] - mean) / std, dtype=torch.float32).clamp(-6, 6)
         xe = torch.tensor((x[test] - mean) / std, dtype=torch.float32).clamp(-6, 6)
@@ -79,9 +96,14 @@ def main() -> None:
     parser.add_argument("--rfnet", default="builtin:small", help="RFNet whose measurements are used")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--classifiers", default="mlp,trees", help=f"comma list of {', '.join(CLASSIFIERS)}")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS_DIR / "rfnet_descriptor_cv.json"))
     args = parser.parse_args()
+    classifiers = [c.strip() for c in args.classifiers.split(",") if c.strip()]
+    unknown = sorted(set(classifiers) - set(CLASSIFIERS))
+    if unknown or not classifiers:
+        parser.error(f"--classifiers: unknown {unknown}; choose from {', '.join(CLASSIFIERS)}")
     torch.set_num_threads(args.threads)
     model = load_rfnet(args.rfnet, device="cpu", dtype="float32").model
     result = {"command": command_line("bench.rfnet_descriptor_cv"), "machine": machine(), "rfnet": args.rfnet}
@@ -89,24 +111,22 @@ def main() -> None:
     for root in args.data:
         t0 = time.perf_counter()
         x, y = descriptors(model, root, args.threads)
-        pred = cross_validate(x, y, args.folds, args.seed)
-        cm = confusion_matrix(y, pred, NUM_CLASSES)
-        f1 = per_class_metrics(cm).f1
         name = os.path.basename(os.path.normpath(root))
-        sets[name] = {
-            "data": root,
-            "images": len(y),
-            "descriptor_size": int(x.shape[1]),
-            "folds": args.folds,
-            "macro_f1": round(macro_f1(cm), 4),
-            "per_class_f1": {DISPLAY_NAMES[c]: round(float(f1[c]), 4) for c in range(NUM_CLASSES)},
-            "confusion": cm.tolist(),
-            "seconds": round(time.perf_counter() - t0, 1),
-        }
-        rows.append([name, len(y), f"{macro_f1(cm):.3f}", *(f"{v:.2f}" for v in f1)])
+        sets[name] = {"data": root, "images": len(y), "descriptor_size": int(x.shape[1]), "folds": args.folds}
+        for classifier in classifiers:
+            pred = cross_validate(x, y, args.folds, args.seed, classifier)
+            cm = confusion_matrix(y, pred, NUM_CLASSES)
+            f1 = per_class_metrics(cm).f1
+            sets[name][classifier] = {
+                "macro_f1": round(macro_f1(cm), 4),
+                "per_class_f1": {DISPLAY_NAMES[c]: round(float(f1[c]), 4) for c in range(NUM_CLASSES)},
+                "confusion": cm.tolist(),
+            }
+            rows.append([name, classifier, len(y), f"{macro_f1(cm):.3f}", *(f"{v:.2f}" for v in f1)])
+        sets[name]["seconds"] = round(time.perf_counter() - t0, 1)
     result["sets"] = sets
     write_json(args.out, result)
-    print(format_table(["set", "images", "macro F1", *DISPLAY_NAMES], rows))
+    print(format_table(["set", "classifier", "images", "macro F1", *DISPLAY_NAMES], rows))
     print(f"written: {args.out}")
 
 

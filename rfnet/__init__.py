@@ -6,7 +6,7 @@ Public API (imported lazily, so ``import rfnet`` stays cheap for the data reader
 
 - :mod:`rfnet.config`: ``RFNetConfig`` (architecture, presets ``tiny``/``small``/``paper``) and the
   training / evaluation job configs.
-- :mod:`rfnet.model`: the network; :mod:`rfnet.encoders`, :mod:`rfnet.aux`: its parts.
+- :mod:`rfnet.model`: the network; :mod:`rfnet.encoders`, :mod:`rfnet.aux`, :mod:`rfnet.trees`: its parts.
 - :mod:`rfnet.checkpoint`: ``save_rfnet`` / ``load_rfnet`` (safetensors + JSON, never pickle).
 - :mod:`rfnet.scorer`: ``RFNetScorer`` (the scoring contract shared with RFFT) and ``ScoreStage``
   (the Ray Data stage of the generation pipeline).

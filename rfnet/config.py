@@ -102,6 +102,18 @@ class RFNetConfig(ConfigBase):
     # picture itself is broken: bands moved sideways, split channels, block artefacts, flat or
     # posterised colour, clipping, noise, clutter). Needs use_descriptor.
     descriptor_integrity: bool = False
+    # Gradient-boosted trees over the raw descriptor (rfnet.trees): this many boosting rounds of one
+    # tree per class, each tree complete to descriptor_tree_depth. The trainer fits them on the
+    # training split before the first epoch and picks, at every validation, how much their class
+    # probabilities weigh against the network's (0 to 1); in eval mode the logits are the mixture.
+    # 0: no trees. Needs use_descriptor.
+    descriptor_trees: int = Field(0, ge=0, le=5000)
+    descriptor_tree_depth: int = Field(4, ge=1, le=10)
+    # How the trees meet the network. "mixture": the network trains alone; in eval mode the logits
+    # are (1 - w) log_softmax(net) + w log_softmax(trees). "offset": the network trains on top of
+    # the trees' scores (out-of-fold ones for training examples, so it learns what they miss
+    # rather than what they memorised); the logits are net + w * trees.
+    descriptor_tree_mix: Literal["mixture", "offset"] = "mixture"
 
     # --- image encoders -----------------------------------------------------------------------
     backbone: Backbone = "resnet50"  # image encoder architecture (one per image input unless share_encoders)
@@ -173,6 +185,7 @@ class RFNetConfig(ConfigBase):
                 descriptor_logits=True,
                 descriptor_scene=True,
                 descriptor_integrity=True,
+                descriptor_trees=300,
                 global_size=64,
                 caption_encoder="bert_tiny",
                 caption_max_length=48,
@@ -205,6 +218,7 @@ class RFNetConfig(ConfigBase):
                 descriptor_logits=False,
                 descriptor_scene=False,
                 descriptor_integrity=False,
+                descriptor_trees=0,
                 global_size=None,
             ),
         ),
@@ -232,6 +246,8 @@ class RFNetConfig(ConfigBase):
             raise ValueError(
                 "descriptor_integrity extends the product descriptor: it needs use_descriptor=True"
             )
+        if self.descriptor_trees and not self.use_descriptor:
+            raise ValueError("descriptor_trees read the product descriptor: they need use_descriptor=True")
         if self.backbone != "compact" and self.aux_fusion == "channels" and self.backbone_source:
             # Pretrained stems expect 3 channels; stacking maps would discard the stem's pretraining.
             raise ValueError(
@@ -447,6 +463,11 @@ class TrainRFNetConfig(ConfigBase):
         if missing:
             raise ConfigError(
                 f"train-rfnet needs {' and '.join(missing)} (or set data.root / out in the config file)"
+            )
+        if self.model.descriptor_trees and self.data.loader != "memory":
+            raise ConfigError(
+                "model.descriptor_trees are fitted on the descriptor of every training example, which "
+                "needs data.loader='memory'; set model.descriptor_trees=0 to stream the data"
             )
         if self.optim.batch_size % self.workers.num_workers:
             raise ConfigError(

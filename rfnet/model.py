@@ -29,6 +29,8 @@ Departures from the paper, each a config switch (docs/rfnet.md has the measureme
 - The caption reaches the fusion only through the FFM when the FFM is on (as in the paper); with
   the FFM off (or no product) its tokens join the fusion directly, so the modality still counts.
 - A missing product (``has_product`` False) is zeroed and its tokens are masked out of attention.
+- ``descriptor_trees``: boosted trees over the raw descriptor (:mod:`rfnet.trees`), fitted by the
+  trainer; in eval mode the logits are the network's mixed with theirs (:meth:`RFNet.mix_trees`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from rfnet.aux import (
 from rfnet.config import RFNetConfig
 from rfnet.encoders import CaptionBatch, CaptionEncoder, build_backbone
 from rfnet.labels import NUM_CLASSES
+from rfnet.trees import TreeEnsemble, tree_logits
 
 # Token types in the fusion sequence.
 _CLS, _IMAGE, _PRODUCT, _DEPTH, _SALIENCY, _CAPTION, _LOCAL, _DESCRIPTOR = range(8)
@@ -147,6 +150,16 @@ class RFNet(nn.Module):
                 self.descriptor_logits = nn.Linear(n_desc, NUM_CLASSES)
                 nn.init.zeros_(self.descriptor_logits.weight)
                 nn.init.zeros_(self.descriptor_logits.bias)
+            if c.descriptor_trees:
+                # Boosted trees over the raw descriptor (rfnet.trees), set by set_trees. Their floats
+                # are kept as int32 bit patterns so that casting the model to half precision cannot
+                # move a threshold. tree_weight 0 (not fitted): the network's logits alone.
+                n_trees, inner = c.descriptor_trees * NUM_CLASSES, 2**c.descriptor_tree_depth - 1
+                self.register_buffer("tree_feature", torch.zeros(n_trees, inner, dtype=torch.int32))
+                self.register_buffer("tree_threshold", torch.zeros(n_trees, inner, dtype=torch.int32))
+                self.register_buffer("tree_leaf", torch.zeros(n_trees, inner + 1, dtype=torch.int32))
+                self.register_buffer("tree_base", torch.zeros(NUM_CLASSES, dtype=torch.int32))
+                self.register_buffer("tree_weight", torch.zeros(()))
         self.local_encoder: nn.Module | None = None
         if c.local_view:
             self.local_encoder = backbone(c.image_channels, c.local_widths, c.local_size)
@@ -273,7 +286,75 @@ class RFNet(nn.Module):
         None). ``aux_grad=False`` computes the depth / saliency / match maps without gradient.
         ``maps``: those maps precomputed by :meth:`aux_maps` (the trainer computes them once per
         example instead of once per epoch); None computes them here.
+
+        With ``descriptor_trees``, the network's and the trees' scores are combined by
+        :meth:`mix_trees` (rows without a product: the network's alone). In training mode the trees
+        are fixed: ``descriptor_tree_mix="mixture"`` returns the network's logits alone, ``"offset"``
+        the network's plus the trees' (``maps["tree_logits"]``, out-of-fold scores, when given).
         """
+        net, trees, has_product = self.logit_parts(
+            image, product, has_product, captions, aux_grad=aux_grad, maps=maps
+        )
+        if trees is None:
+            return net
+        if self.training:
+            if self.config.descriptor_tree_mix == "offset":
+                return net + trees.to(net.dtype) * has_product.to(net.dtype).view(-1, 1)
+            return net
+        return self.mix_trees(net, trees, has_product, self.tree_weight)
+
+    def mix_trees(
+        self, net: torch.Tensor, trees: torch.Tensor, has_product: torch.Tensor, weight: torch.Tensor | float
+    ) -> torch.Tensor:
+        """The logits of rows with a product, by ``descriptor_tree_mix``: ``"mixture"``,
+        ``(1 - weight) * log_softmax(net) + weight * log_softmax(trees)`` (a weighted geometric mean
+        of the two distributions); ``"offset"``, ``net + weight * trees``. Rows without a product:
+        ``net``. Returned as log-probabilities."""
+        net = net.float()
+        weight = torch.as_tensor(weight, dtype=net.dtype, device=net.device)
+        if self.config.descriptor_tree_mix == "offset":
+            mixed = F.log_softmax(net + weight * trees.float(), dim=1)
+        else:
+            mixed = (1 - weight) * F.log_softmax(net, dim=1) + weight * F.log_softmax(trees.float(), dim=1)
+        return torch.where(has_product.view(-1, 1), mixed, F.log_softmax(net, dim=1))
+
+    def tree_logits(self, raw_descriptor: torch.Tensor) -> torch.Tensor:
+        """The boosted trees' ``(B, 6)`` class scores of raw descriptors (``descriptor_trees`` > 0)."""
+        return tree_logits(
+            raw_descriptor,
+            self.tree_feature,
+            self.tree_threshold.view(torch.float32),
+            self.tree_leaf.view(torch.float32),
+            self.tree_base.view(torch.float32),
+        )
+
+    def set_trees(self, trees: TreeEnsemble) -> None:
+        """Install fitted trees (:func:`rfnet.trees.fit_trees` on raw descriptors); shapes must match
+        ``descriptor_trees`` and ``descriptor_tree_depth``. Their weight is set by the caller."""
+        for name, value in (
+            ("tree_feature", trees.feature.to(torch.int32)),
+            ("tree_threshold", trees.threshold.float().contiguous().view(torch.int32)),
+            ("tree_leaf", trees.leaf.float().contiguous().view(torch.int32)),
+            ("tree_base", trees.base.float().contiguous().view(torch.int32)),
+        ):
+            buffer = getattr(self, name)
+            if buffer.shape != value.shape:
+                raise ValueError(
+                    f"{name}: fitted trees have shape {tuple(value.shape)}, the model {tuple(buffer.shape)}"
+                )
+            buffer.copy_(value.to(buffer.device))
+
+    def logit_parts(
+        self,
+        image: torch.Tensor,
+        product: torch.Tensor | None = None,
+        has_product: torch.Tensor | None = None,
+        captions: CaptionBatch | None = None,
+        *,
+        aux_grad: bool = False,
+        maps: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``(network logits, tree logits or None, has_product or None)``; arguments as :meth:`forward`."""
         c = self.config
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be (B, 3, H, W) in [0, 1], got shape {tuple(image.shape)}")
@@ -339,9 +420,12 @@ class RFNet(nn.Module):
         if self.local_encoder is not None:
             local = crop_around(x, maps["box"], c.local_size, c.local_context)
             add(self.local_tokens(self.local_encoder(local)) + self.grid_pos, _LOCAL)
-        desc = None
+        desc = raw = None
         if self.descriptor is not None:
-            desc = self.describe(image, maps)
+            raw = maps.get("descriptor")
+            if raw is None:
+                raw = self.raw_descriptor(image, maps)
+            desc = self.describe(image, {**maps, "descriptor": raw})
             add(self.descriptor(desc).unsqueeze(1), _DESCRIPTOR, (~has_product).view(-1, 1))
         for name, kind in (("depth", _DEPTH), ("saliency", _SALIENCY)):
             if name in self.aux_tokens:
@@ -387,7 +471,11 @@ class RFNet(nn.Module):
         logits = self.head(self.head_dropout(cls))
         if self.descriptor_logits is not None:
             logits = logits + self.descriptor_logits(desc) * has_product.to(logits.dtype).view(-1, 1)
-        return logits
+        trees = None
+        if c.descriptor_trees:
+            trees = maps.get("tree_logits")
+            trees = self.tree_logits(raw) if trees is None else trees
+        return logits, trees, has_product
 
     def describe(self, image: torch.Tensor, maps: dict[str, torch.Tensor]) -> torch.Tensor:
         """The product descriptor (:func:`rfnet.aux.product_descriptor`) as the network reads it:

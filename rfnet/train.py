@@ -59,10 +59,11 @@ from pipelines.config import ConfigError
 from pipelines.device import autocast, place
 from rfnet import metrics
 from rfnet.checkpoint import init_from, save_rfnet
-from rfnet.config import AugmentConfig, TrainRFNetConfig
+from rfnet.config import AugmentConfig, OptimConfig, TrainRFNetConfig
 from rfnet.data import ExampleError, Sample, load_example, read_rf1m, split_samples
 from rfnet.labels import LABELS, NUM_CLASSES
 from rfnet.model import RFNet, build_rfnet
+from rfnet.trees import TreeParams, fit_trees
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,10 @@ STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 EMA_FILE = "ema.safetensors"
 MODEL_FILE = "model.safetensors"
+# Folds of the descriptor trees' out-of-fold training scores (descriptor_tree_mix="offset").
+TREE_FOLDS = 5
+# Mixing weights of the descriptor trees tried at every validation (RFNet.mix_trees).
+TREE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 # Seconds kept free at the end of a time budget for the last checkpoint, the copy-out and shutdown.
 END_MARGIN_S = 25.0
 
@@ -217,6 +222,7 @@ class Examples:
         None  # (N, 5) float32: the located product (x0, y0, x1, y1) in [0, 1], search error
     )
     desc: torch.Tensor | None = None  # (N, D) float32: raw descriptors of the unaugmented examples
+    tree_logits: torch.Tensor | None = None  # (N, K): out-of-fold descriptor-tree scores (training)
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
@@ -232,6 +238,7 @@ class Examples:
             "maps": None if self.maps is None else self.maps[idx].to(device).float().div_(255.0),
             "box": None if self.box is None else self.box[idx].to(device),
             "desc": None if self.desc is None else self.desc[idx].to(device),
+            "tree_logits": None if self.tree_logits is None else self.tree_logits[idx].to(device),
         }
 
     def split_maps(
@@ -399,24 +406,101 @@ def fit_descriptor_stats(model: RFNet, batches) -> None:
     model.descriptor_std.copy_(std.float())
 
 
-def evaluate_batches(model: RFNet, batches, placement) -> tuple[np.ndarray, float, int]:
-    """``(confusion (K, K) int64, summed loss, count)`` over this worker's validation batches."""
-    cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+def fit_descriptor_trees(
+    model: RFNet, batches, oc: OptimConfig, *, install: bool = True, folds: int = 0
+) -> tuple[int, torch.Tensor | None]:
+    """Fit ``model``'s boosted trees (``descriptor_trees`` > 0) on the raw descriptors of the
+    unaugmented training ``batches`` with a product, each row weighted like its loss
+    (``balance="weights"``), and (``install``) install them with weight 0: the validation picks it.
+
+    ``folds`` > 1 also returns every training example's out-of-fold scores ``(N, K)``: each from
+    trees fitted on the other folds (zeros for examples without a product), what the network
+    trains on top of with ``descriptor_tree_mix="offset"``. Returns ``(rows fitted on, scores or
+    None)``; 0 rows (too few examples with a product): nothing is fitted."""
+    c = model.config
+    xs, ys, has = [], [], []
+    with torch.inference_mode():
+        for b in batches:
+            d = b["maps"].get("descriptor")
+            if d is None:
+                d = model.raw_descriptor(b["image"], b["maps"])
+            xs.append(d.float().cpu())
+            ys.append(b["label"].cpu())
+            has.append(b["has_product"].cpu())
+    keep = torch.cat(has).numpy()
+    x, y = torch.cat(xs).numpy()[keep], torch.cat(ys).numpy()[keep]
+    if len(y) < NUM_CLASSES * max(2, folds):
+        logger.warning("only %d training examples with a product: descriptor trees not fitted", len(y))
+        return 0, None
+    weight = class_weights(y)[y] if oc.balance == "weights" else None
+
+    def params(seed: int) -> TreeParams:
+        return TreeParams(rounds=c.descriptor_trees, depth=c.descriptor_tree_depth, seed=seed)
+
+    if install:
+        model.set_trees(fit_trees(x, y, NUM_CLASSES, params(oc.seed), weight=weight))
+        model.tree_weight.zero_()
+    if folds < 2:
+        return len(y), None
+    part = np.random.default_rng(oc.seed).permutation(len(y)) % folds
+    scores = np.zeros((len(y), NUM_CLASSES), np.float32)
+    for k in range(folds):
+        fit = part != k
+        trees = fit_trees(
+            x[fit], y[fit], NUM_CLASSES, params(oc.seed + 1 + k), None if weight is None else weight[fit]
+        )
+        scores[~fit] = trees.logits(torch.from_numpy(x[~fit])).numpy()
+    out = torch.zeros(len(keep), NUM_CLASSES)
+    out[torch.from_numpy(keep)] = torch.from_numpy(scores)
+    return len(y), out
+
+
+def broadcast(t: torch.Tensor) -> torch.Tensor:
+    """Rank 0's ``t`` on every worker (``t`` itself without torch.distributed)."""
+    if not _dist_on():
+        return t
+    moved = t.detach().cpu().clone() if dist.get_backend() == "gloo" else t.detach().clone()
+    dist.broadcast(moved, src=0)
+    return moved.to(t.device)
+
+
+def broadcast_trees(model: RFNet) -> None:
+    """Give every worker rank 0's trees (no-op without torch.distributed or trees)."""
+    if not (_dist_on() and model.config.descriptor_trees):
+        return
+    for name in ("tree_feature", "tree_threshold", "tree_leaf", "tree_base", "tree_weight"):
+        buffer = getattr(model, name)
+        buffer.copy_(broadcast(buffer))
+
+
+def evaluate_batches(
+    model: RFNet, batches, placement, tree_weights: tuple[float, ...] = (0.0,)
+) -> tuple[np.ndarray, float, int]:
+    """``(confusions (W, K, K) int64, summed loss, count)`` over this worker's validation batches:
+    one confusion matrix per mixing weight in ``tree_weights`` (:meth:`RFNet.mix_trees`; a model
+    without trees has one, of its logits). The loss is of the logits training sees."""
+    core: RFNet = model.module if hasattr(model, "module") else model
+    trees_on = bool(core.config.descriptor_trees)
+    weights = tree_weights if trees_on else (0.0,)
+    cms = np.zeros((len(weights), NUM_CLASSES, NUM_CLASSES), np.int64)
     loss_sum, count = 0.0, 0
     model.eval()
-    core = model.module if hasattr(model, "module") else model
     with torch.inference_mode():
         for b in batches:
             with autocast(placement):
-                logits = model(
+                net, trees, has_product = core.logit_parts(
                     b["image"], b["product"], b["has_product"], core.tokenize(b["caption"]), maps=b["maps"]
                 )
-            loss_sum += float(F.cross_entropy(logits.float(), b["label"], reduction="sum"))
+            trained = net  # what the training loss sees (see RFNet.forward)
+            if trees is not None and core.config.descriptor_tree_mix == "offset":
+                trained = net + trees.to(net.dtype) * has_product.to(net.dtype).view(-1, 1)
+            loss_sum += float(F.cross_entropy(trained.float(), b["label"], reduction="sum"))
             count += int(b["label"].numel())
-            cm += metrics.confusion_matrix(
-                b["label"].cpu().numpy(), logits.argmax(dim=1).cpu().numpy(), NUM_CLASSES
-            )
-    return cm, loss_sum, count
+            labels = b["label"].cpu().numpy()
+            for i, w in enumerate(weights):
+                logits = net if trees is None else core.mix_trees(net, trees, has_product, w)
+                cms[i] += metrics.confusion_matrix(labels, logits.argmax(dim=1).cpu().numpy(), NUM_CLASSES)
+    return cms, loss_sum, count
 
 
 class MemoryData:
@@ -471,6 +555,8 @@ class MemoryData:
             desc = b["desc"][mine].clone()
             desc[:, :4] = split["box"].to(desc.dtype)
             split["descriptor"] = desc
+        if b["tree_logits"] is not None and split is not None:
+            split["tree_logits"] = b["tree_logits"][mine]
         return {
             "image": image[mine],
             "product": product[mine],
@@ -723,6 +809,28 @@ def fit_worker(config: dict[str, Any], session) -> None:
     if state["epoch"] == 0 and not descriptor_stats_loaded:
         # From an init checkpoint the statistics come with the weights that were trained on them.
         fit_descriptor_stats(core, data.stat_batches())
+    if cfg.model.descriptor_trees:
+        # Fitted on every fresh start (an init checkpoint's trees belong to its own training data);
+        # a resumed run has them in its checkpoint and refits only the out-of-fold scores, which
+        # come out the same (seeded).
+        offset = cfg.model.descriptor_tree_mix == "offset"
+        fresh = state["epoch"] == 0
+        oof = None
+        if rank == 0 and (fresh or offset):
+            t_fit = time.time()
+            rows, oof = fit_descriptor_trees(
+                core, data.stat_batches(), oc, install=fresh, folds=TREE_FOLDS if offset else 0
+            )
+            logger.info(
+                "descriptor trees: %d rounds x %d classes on %d examples%s in %.1f s",
+                cfg.model.descriptor_trees, NUM_CLASSES, rows,
+                f" (+ {TREE_FOLDS} fits for out-of-fold scores)" if offset else "", time.time() - t_fit,
+            )  # fmt: skip
+        broadcast_trees(core)
+        if offset:
+            data.train.tree_logits = broadcast(
+                oof if oof is not None else torch.zeros(len(data.train), NUM_CLASSES)
+            )
     steps_per_epoch = data.steps_per_epoch()
     warmup_steps = round(oc.warmup_epochs * steps_per_epoch)
     ema: RFNet | None = None
@@ -774,11 +882,20 @@ def fit_worker(config: dict[str, Any], session) -> None:
             state["step"] += 1
         train_time = time.time() - t0
 
-        cm, val_loss, val_count = evaluate_batches(scored, data.val_batches(), placement)
+        cms, val_loss, val_count = evaluate_batches(scored, data.val_batches(), placement, TREE_WEIGHTS)
         reduced = all_reduce(
-            torch.tensor([*cm.ravel().tolist(), val_loss, val_count, float(loss_sum)], dtype=torch.float64)
+            torch.tensor([*cms.ravel().tolist(), val_loss, val_count, float(loss_sum)], dtype=torch.float64)
         )
-        cm = reduced[: NUM_CLASSES**2].numpy().round().astype(np.int64).reshape(NUM_CLASSES, NUM_CLASSES)
+        cms = reduced[: cms.size].numpy().round().astype(np.int64).reshape(cms.shape)
+        # How much the trees weigh: the grid weight with the best validation macro F1 (the first
+        # of equals, so the network alone wins ties), like the epoch itself.
+        # Without validation examples: the middle of the grid.
+        f1s = [metrics.macro_f1(m) for m in cms]
+        pick = int(np.argmax(f1s)) if val_count else len(cms) // 2
+        cm, tree_weight = cms[pick], (TREE_WEIGHTS[pick] if len(cms) > 1 else 0.0)
+        if cfg.model.descriptor_trees:
+            for m in {id(core): core, id(saved): saved}.values():  # the EMA copies core's buffers
+                m.tree_weight.fill_(tree_weight)
         val_loss, val_count, train_loss = (
             float(reduced[-3]),
             int(reduced[-2]),
@@ -796,6 +913,8 @@ def fit_worker(config: dict[str, Any], session) -> None:
             "val_loss": val_loss / max(1, val_count),
             "val_macro_f1": f1,
             "val_accuracy": float(np.trace(cm) / max(1, cm.sum())),
+            "val_macro_f1_network": f1s[0] if val_count else float("nan"),
+            "tree_weight": tree_weight,
             "lr": oc.lr * factor,
             "epoch_s": time.time() - t0,
             "train_s": train_time,

@@ -111,10 +111,12 @@ def test_descriptor_cross_validation_measures_and_separates(tmp_path):
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(6), 20)
     informative = np.eye(6)[labels] * 3 + rng.normal(0, 0.3, (120, 6))
-    pred = cross_validate(
-        np.concatenate([informative, rng.normal(size=(120, 10))], 1), labels, folds=4, seed=0
-    )
-    assert (pred == labels).mean() > 0.9
+    features = np.concatenate([informative, rng.normal(size=(120, 10))], 1)
+    for classifier in ("mlp", "trees"):
+        pred = cross_validate(features, labels, folds=4, seed=0, classifier=classifier)
+        assert (pred == labels).mean() > 0.9, classifier
+    with pytest.raises(ValueError, match="unknown classifier"):
+        cross_validate(features, labels, folds=4, seed=0, classifier="forest")
 
 
 REQUIRED_GPU_FIELDS = {
@@ -252,6 +254,7 @@ def test_rfnet_ablations_are_valid_small_configs():
         cfg = load_config(TrainRFNetConfig, preset="small", overrides=overrides).model
         assert cfg.use_product == (name == "all")
         assert cfg.use_descriptor == cfg.descriptor_scene == cfg.descriptor_integrity == (name == "all")
+        assert bool(cfg.descriptor_trees) == (name == "all")
         assert cfg.use_caption == (name != "image_only")
 
 

@@ -17,11 +17,17 @@ from rfnet.config import EvaluateConfig, RFNetConfig, TrainRFNetConfig
 def test_small_preset_fine_tunes_the_shipped_weights_of_exactly_its_architecture():
     cfg = load_config(TrainRFNetConfig, preset="small")
     assert cfg.init_from == "builtin:small" and "small" in builtin_names()
-    model, config, meta = load_model("builtin:small")
-    # The shipped weights are the current small architecture: fine-tuning starts from all of them.
-    assert config == cfg.model == load_config(RFNetConfig, preset="small")
+    from rfnet.model import build_rfnet
+
+    _, config, meta = load_model("builtin:small")
+    # The shipped weights are the current small architecture, with or without descriptor trees
+    # (fine-tuning fits its own on its training split): it starts from all the rest of them.
+    assert cfg.model == load_config(RFNetConfig, preset="small")
+    assert config in (cfg.model, cfg.model.model_copy(update={"descriptor_trees": 0}))
+    model = build_rfnet(cfg.model, pretrained=False)
     copied, kept = init_from(model, "builtin:small")
-    assert not kept and len(copied) == len(model.state_dict())
+    assert set(kept) <= {"tree_feature", "tree_threshold", "tree_leaf", "tree_base", "tree_weight"}
+    assert len(copied) + len(kept) == len(model.state_dict())
     assert meta["pretrain"]["data"]["generator"] == "rfnet.data.synthetic"
     # The tiny preset (tests) and random sources are not affected.
     assert load_config(TrainRFNetConfig, preset="tiny").init_from is None

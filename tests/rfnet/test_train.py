@@ -188,12 +188,17 @@ def test_train_rfnet_and_evaluate_cli_end_to_end(ray_cluster, tiny_set, tmp_path
     from rfnet.checkpoint import load_rfnet
 
     out, eval_out = str(tmp_path / "model"), str(tmp_path / "eval")
-    assert main(["train-rfnet", "--preset", "tiny", "--data", tiny_set, "--out", out, "--epochs", "2"]) == 0
+    # With descriptor trees: evaluation must reproduce the validation score of the mixture kept.
+    args = ["--data", tiny_set, "--out", out, "--epochs", "2", "--set", "model.descriptor_trees=20"]
+    assert main(["train-rfnet", "--preset", "tiny", *args]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["epochs"] == 2 and summary["n_train"] + summary["n_val"] == 30
     loaded = load_rfnet(out, device="cpu")
     assert loaded.meta["split"]["n_val"] == summary["n_val"] and loaded.threshold == 0.5
     assert os.listdir(os.path.join(out, "tensorboard"))
+    assert loaded.model.tree_leaf.view(torch.float32).abs().sum() > 0  # fitted before the first epoch
+    history = loaded.meta["train"]["history"]
+    assert all(h["tree_weight"] in (0.0, 0.25, 0.5, 0.75, 1.0) for h in history)
 
     args = ["evaluate", "--preset", "tiny", "--rfnet", out, "--data", tiny_set, "--out", eval_out]
     assert main([*args, "--target-precision", "0.01", "--write-threshold"]) == 0
@@ -223,6 +228,7 @@ def test_ddp_two_workers_match_one_worker_with_the_same_global_batch(ray_cluster
                 "out": str(tmp_path / f"w{workers}"),
                 "workers.num_workers": workers,
                 "model.dropout": 0.0,
+                "model.descriptor_trees": 10,  # fitted on rank 0, broadcast to the other worker
                 "optim.epochs": 2,
                 "optim.batch_size": 8,
                 "tensorboard": False,
