@@ -425,7 +425,7 @@ class RFNet(nn.Module):
             raw = maps.get("descriptor")
             if raw is None:
                 raw = self.raw_descriptor(image, maps)
-            desc = self.describe(image, {**maps, "descriptor": raw})
+            desc = self.normalise_descriptor(raw)
             add(self.descriptor(desc).unsqueeze(1), _DESCRIPTOR, (~has_product).view(-1, 1))
         for name, kind in (("depth", _DEPTH), ("saliency", _SALIENCY)):
             if name in self.aux_tokens:
@@ -477,18 +477,15 @@ class RFNet(nn.Module):
             trees = self.tree_logits(raw) if trees is None else trees
         return logits, trees, has_product
 
-    def describe(self, image: torch.Tensor, maps: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The product descriptor (:func:`rfnet.aux.product_descriptor`) as the network reads it:
-        standardised with the training set's statistics when ``descriptor_norm="data"``. A raw
-        descriptor passed in ``maps["descriptor"]`` is used as is."""
-        desc = maps.get("descriptor")
-        if desc is None:
-            desc = self.raw_descriptor(image, maps)
+    def normalise_descriptor(self, raw: torch.Tensor) -> torch.Tensor:
+        """The raw product descriptor (:meth:`raw_descriptor`) as the network reads it: standardised
+        with the training set's statistics and clipped to +-5 when ``descriptor_norm="data"``, as is
+        otherwise (the descriptor MLP starts with a LayerNorm)."""
         if self.config.descriptor_norm == "data":
-            desc = ((desc - self.descriptor_mean.to(desc.dtype)) / self.descriptor_std.to(desc.dtype)).clamp(
+            return ((raw - self.descriptor_mean.to(raw.dtype)) / self.descriptor_std.to(raw.dtype)).clamp(
                 -5.0, 5.0
             )
-        return desc
+        return raw
 
     def raw_descriptor(self, image: torch.Tensor, maps: dict[str, torch.Tensor]) -> torch.Tensor:
         """The unnormalised descriptor ``(B, config.descriptor_size)`` of ``image`` (at ``image_size``)
