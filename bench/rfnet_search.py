@@ -26,7 +26,14 @@ from rfnet.data.rf1m import read_rf1m
 from rfnet.labels import DISPLAY_NAMES
 from rfnet.train import load_examples
 
-EXHAUSTIVE = {"work_size": 128, "refine_size": 128, "min_scale": 0.15, "num_scales": 30, "candidates": 1}
+EXHAUSTIVE = {
+    "work_size": 128,
+    "refine_size": 128,
+    "min_scale": 0.15,
+    "num_scales": 30,
+    "candidates": 1,
+    "verify_size": None,
+}
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

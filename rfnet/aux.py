@@ -610,6 +610,7 @@ def locate_product(
     min_inside: float = 0.8,
     candidates: int = 4,
     min_template: int = 10,
+    verify_size: int | None = 96,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Find the product in the generated image: ``(box (B, 4) in [0, 1], error (B,))``.
 
@@ -625,7 +626,13 @@ def locate_product(
        places are kept, because at this size a look-alike object or a flat patch of the product's
        colour can still score better than the product itself;
     2. at ``refine_size`` px, for each candidate: ``refine_steps`` scales from one coarse step below
-       to one above its size, positions within two coarse pixels of it; the lowest error wins.
+       to one above its size, positions within two coarse pixels of it; the lowest error wins;
+    3. at ``verify_size`` px (None: skip), the winner against each candidate over 1.2 times its
+       size, each at its refined size, positions within one refine pixel; the lowest error there
+       wins. A plain product (a black vase, a single-colour box) shrunk to a few pixels fits
+       anywhere inside itself, and at ``refine_size`` that small placement can beat the true one,
+       whose outline carries the resampling error; at twice the resolution the outline is sharper
+       and the small copy's shading no longer matches.
 
     Placements with less than ``min_inside`` of the product inside the frame are not considered, nor
     products whose canonical square is under ``min_scale`` of the image side (the production
@@ -676,8 +683,33 @@ def locate_product(
         min_inside,
     )
     best_err = best_err.view(b, k).masked_fill(~torch.isfinite(cand_err), float("inf"))
-    best_err, pick = best_err.min(dim=1)
-    best = best.view(b, k, 3)[torch.arange(b, device=dev), pick]
+    rows = torch.arange(b, device=dev)
+    pick = best_err.argmin(dim=1)
+    best = best.view(b, k, 3)
+    if verify_size is not None and k > 1:
+        g = verify_size / refine_size
+        sizes = best[..., 0]
+        contenders = (sizes > 1.2 * sizes[rows, pick].view(-1, 1)) & torch.isfinite(best_err)
+        if bool(contenders.any()):
+            large = F.interpolate(
+                image.float(),
+                size=(verify_size, verify_size),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )
+            _, check_err = _refine_search(
+                large.repeat_interleave(k, dim=0),
+                [level.repeat_interleave(k, dim=0) for level in pyramid],
+                (sizes.reshape(-1, 1) * g).clamp(3, verify_size).round(),
+                best[..., 1:].reshape(-1, 2) * g,
+                max(1, math.ceil(g)),
+                min_inside,
+            )
+            contenders[rows, pick] = True
+            checked, verified = check_err.view(b, k).masked_fill(~contenders, float("inf")).min(dim=1)
+            pick = torch.where(torch.isfinite(checked), verified, pick)
+    best_err, best = best_err[rows, pick], best[rows, pick]
     # The canonical square at the best placement, then the product's alpha bbox inside it.
     size, x_tl, y_tl = best[:, 0], best[:, 1], best[:, 2]
     alpha = prod[:, 3]

@@ -370,3 +370,24 @@ def test_integrity_descriptor_reads_each_way_of_breaking_a_picture():
     assert d["blocks"][7] > 0.5 > clean[7]  # flat runs of equal pixels
     assert d["posterised"][9] < 0.5 * clean[9]  # few of the luma levels in range are used
     assert d["blown"][11] > 0.5 > clean[11]  # clipped at the top
+
+
+def test_locate_product_does_not_settle_for_a_small_copy_inside_a_plain_product():
+    # A near-black vase from the studio set: shrunk to a few pixels, the product fits inside its own
+    # dark body better (at the refine size) than at its true size, where the outline carries the
+    # resampling error. The check at twice the resolution picks the true size.
+    from bench.rfnet_studio import _make_sample, _rng
+    from rfnet.data.transforms import canonical_product
+
+    for label, index in ((1, 19), (3, 325)):
+        rng = _rng(7, label, index)
+        rng.integers(0, 2**62)  # the sample's file name, as make_studio_set draws it
+        sample = _make_sample(rng, label, 128)
+        image = torch.from_numpy(sample.image).permute(2, 0, 1)[None].float() / 255
+        product = torch.from_numpy(canonical_product(sample.product, 64)).permute(2, 0, 1)[None].float() / 255
+        found = torch.ones(1, dtype=torch.bool)
+        small, _ = locate_product(image, product, found, verify_size=None)
+        box, error = locate_product(image, product, found)
+        height = float(box[0, 3] - box[0, 1])
+        assert float(small[0, 3] - small[0, 1]) < 0.3, "the case no longer shows the small-copy failure"
+        assert 0.55 < height < 0.7 and float(error) < 0.01  # the vase is ~80 px of 128
