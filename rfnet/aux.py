@@ -691,24 +691,29 @@ def locate_product(
         sizes = best[..., 0]
         contenders = (sizes > 1.2 * sizes[rows, pick].view(-1, 1)) & torch.isfinite(best_err)
         if bool(contenders.any()):
+            # Only rows with a contender, and only their contenders and winner, are scored again.
+            checked = contenders.clone()
+            checked[rows, pick] = contenders.any(dim=1)
+            row, cand = checked.nonzero(as_tuple=True)
             large = F.interpolate(
-                image.float(),
+                image[row].float(),
                 size=(verify_size, verify_size),
                 mode="bilinear",
                 antialias=True,
                 align_corners=False,
             )
-            _, check_err = _refine_search(
-                large.repeat_interleave(k, dim=0),
-                [level.repeat_interleave(k, dim=0) for level in pyramid],
-                (sizes.reshape(-1, 1) * g).clamp(3, verify_size).round(),
-                best[..., 1:].reshape(-1, 2) * g,
+            _, err = _refine_search(
+                large,
+                [level[row] for level in pyramid],
+                (sizes[row, cand] * g).clamp(3, verify_size).round().view(-1, 1),
+                best[row, cand, 1:] * g,
                 max(1, math.ceil(g)),
                 min_inside,
             )
-            contenders[rows, pick] = True
-            checked, verified = check_err.view(b, k).masked_fill(~contenders, float("inf")).min(dim=1)
-            pick = torch.where(torch.isfinite(checked), verified, pick)
+            check_err = torch.full((b, k), float("inf"), device=dev)
+            check_err[row, cand] = err
+            lowest, verified = check_err.min(dim=1)
+            pick = torch.where(torch.isfinite(lowest), verified, pick)
     best_err, best = best_err[rows, pick], best[rows, pick]
     # The canonical square at the best placement, then the product's alpha bbox inside it.
     size, x_tl, y_tl = best[:, 0], best[:, 1], best[:, 2]
