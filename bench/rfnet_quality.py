@@ -59,6 +59,7 @@ ABLATIONS: dict[str, list[str]] = {
         "model.use_descriptor=false",
         "model.descriptor_scene=false",
         "model.descriptor_integrity=false",
+        "model.descriptor_support=false",
         "model.descriptor_trees=0",
         "model.use_caption=false",
         "model.use_depth=false",
@@ -72,6 +73,7 @@ ABLATIONS: dict[str, list[str]] = {
         "model.use_descriptor=false",
         "model.descriptor_scene=false",
         "model.descriptor_integrity=false",
+        "model.descriptor_support=false",
         "model.descriptor_trees=0",
     ],
 }

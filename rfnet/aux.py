@@ -1330,3 +1330,65 @@ def integrity_descriptor(image: torch.Tensor, placement: torch.Tensor) -> torch.
     out = torch.stack(feats, dim=1)
     assert out.shape[1] == INTEGRITY_DESCRIPTOR_SIZE, out.shape
     return out.to(image.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The surface the product stands on (an extension of the descriptor).
+
+SUPPORT_DEPTHS = (0.04, 0.12, 0.25)  # rows below the base, in box heights
+SUPPORT_TOLERANCES = (0.06, 0.15)  # Lab distance (L/100, a/128, b/128) that still counts as the same surface
+SUPPORT_DESCRIPTOR_SIZE = 5 * len(SUPPORT_DEPTHS) * len(SUPPORT_TOLERANCES)
+
+
+def support_descriptor(image: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """How far the surface under the product reaches, in product widths: ``(B, SUPPORT_DESCRIPTOR_SIZE)``.
+
+    A product stands on something: a table, a podium, a shelf, a floor. How wide that surface is
+    against the product says whether the two are at one scale (a vase wider than the plinth it
+    stands on, a bottle as wide as the table is Size Mismatch) and whether the product stands on it
+    at all (a base at the very end of a shelf, over its edge, or on nothing is Space Mismatch).
+    For each row at ``SUPPORT_DEPTHS`` box heights below the base, the reference colour is the
+    median, across the box's width, of the Lab image blurred by one pixel; from the box's centre
+    the surface runs left and right while pixels stay within each of ``SUPPORT_TOLERANCES`` of it.
+    Per row and tolerance (5): the run's width in box widths (log1p, at most 8), whether it reaches
+    both sides of the frame, the share of the row within the tolerance anywhere, and the shorter
+    and longer of the run's two arms from the centre in box widths (log1p; pooled, so the numbers
+    do not change under a horizontal flip). A row below the frame reads the bottom row.
+    About 1 ms per 128 px image on one CPU thread. Inputs as for :func:`product_descriptor`.
+    """
+    b, _, s, _ = image.shape
+    dev = image.device
+    lab = _srgb_to_lab(image.float().clamp(0, 1)) / torch.tensor([100.0, 128.0, 128.0], device=dev).view(
+        1, 3, 1, 1
+    )
+    lab = gaussian_blur(lab, 1.0)
+    x0, _, x1, y1 = box.float().unbind(1)
+    w, h = (x1 - x0).clamp(min=1e-3), (box.float()[:, 3] - box.float()[:, 1]).clamp(min=1e-3)
+    pos = (torch.arange(s, device=dev, dtype=torch.float32) + 0.5) / s
+    col = torch.arange(s, device=dev).view(1, -1)
+    under = (pos.view(1, -1) >= x0.view(-1, 1)) & (pos.view(1, -1) < x1.view(-1, 1))  # (B, S)
+    centre = ((x0 + x1) / 2 * s).long().clamp(0, s - 1).view(-1, 1)
+    feats: list[torch.Tensor] = []
+    for depth in SUPPORT_DEPTHS:
+        y = ((y1 + depth * h) * s).long().clamp(0, s - 1)
+        row = lab.gather(2, y.view(b, 1, 1, 1).expand(b, 3, 1, s)).squeeze(2)  # (B, 3, S)
+        masked = torch.where(under.unsqueeze(1), row, torch.full_like(row, float("nan")))
+        reference = masked.nanmedian(dim=2).values
+        reference = torch.where(torch.isfinite(reference), reference, row.mean(dim=2))
+        distance = (row - reference.unsqueeze(2)).norm(dim=1)  # (B, S)
+        for tolerance in SUPPORT_TOLERANCES:
+            same = distance < tolerance
+            right = torch.where(~same & (col > centre), col, s).amin(dim=1).float()  # first break
+            left = torch.where(~same & (col < centre), col, -1).amax(dim=1).float()
+            arm_left = (centre[:, 0].float() - left) / s / w
+            arm_right = (right - centre[:, 0].float()) / s / w
+            feats += [
+                ((right - left - 1) / s / w).clamp(0, 8).log1p(),
+                ((right >= s) & (left < 0)).float(),
+                same.float().mean(dim=1),
+                torch.minimum(arm_left, arm_right).clamp(0, 8).log1p(),
+                torch.maximum(arm_left, arm_right).clamp(0, 8).log1p(),
+            ]
+    out = torch.stack(feats, dim=1)
+    assert out.shape[1] == SUPPORT_DESCRIPTOR_SIZE, out.shape
+    return out.to(image.dtype)

@@ -102,6 +102,10 @@ class RFNetConfig(ConfigBase):
     # picture itself is broken: bands moved sideways, split channels, block artefacts, flat or
     # posterised colour, clipping, noise, clutter). Needs use_descriptor.
     descriptor_integrity: bool = False
+    # Extend the descriptor with rfnet.aux.support_descriptor (30 measurements of the surface under
+    # the product: how far it reaches on either side, in product widths, at three depths below the
+    # base). Needs use_descriptor.
+    descriptor_support: bool = False
     # Gradient-boosted trees over the raw descriptor (rfnet.trees): this many boosting rounds of one
     # tree per class, each tree complete to descriptor_tree_depth. The trainer fits them on the
     # training split before the first epoch and picks, at every validation, how much their class
@@ -185,6 +189,7 @@ class RFNetConfig(ConfigBase):
                 descriptor_logits=True,
                 descriptor_scene=True,
                 descriptor_integrity=True,
+                descriptor_support=True,
                 descriptor_trees=300,
                 global_size=64,
                 caption_encoder="bert_tiny",
@@ -218,6 +223,7 @@ class RFNetConfig(ConfigBase):
                 descriptor_logits=False,
                 descriptor_scene=False,
                 descriptor_integrity=False,
+                descriptor_support=False,
                 descriptor_trees=0,
                 global_size=None,
             ),
@@ -245,6 +251,10 @@ class RFNetConfig(ConfigBase):
         if self.descriptor_integrity and not self.use_descriptor:
             raise ValueError(
                 "descriptor_integrity extends the product descriptor: it needs use_descriptor=True"
+            )
+        if self.descriptor_support and not self.use_descriptor:
+            raise ValueError(
+                "descriptor_support extends the product descriptor: it needs use_descriptor=True"
             )
         if self.descriptor_trees and not self.use_descriptor:
             raise ValueError("descriptor_trees read the product descriptor: they need use_descriptor=True")
@@ -294,7 +304,12 @@ class RFNetConfig(ConfigBase):
     @property
     def descriptor_size(self) -> int:
         """Length of the raw descriptor the model reads (0 without ``use_descriptor``)."""
-        from rfnet.aux import DESCRIPTOR_SIZE, INTEGRITY_DESCRIPTOR_SIZE, SCENE_DESCRIPTOR_SIZE
+        from rfnet.aux import (
+            DESCRIPTOR_SIZE,
+            INTEGRITY_DESCRIPTOR_SIZE,
+            SCENE_DESCRIPTOR_SIZE,
+            SUPPORT_DESCRIPTOR_SIZE,
+        )
 
         if not self.use_descriptor:
             return 0
@@ -302,6 +317,7 @@ class RFNetConfig(ConfigBase):
             DESCRIPTOR_SIZE
             + (SCENE_DESCRIPTOR_SIZE if self.descriptor_scene else 0)
             + (INTEGRITY_DESCRIPTOR_SIZE if self.descriptor_integrity else 0)
+            + (SUPPORT_DESCRIPTOR_SIZE if self.descriptor_support else 0)
         )
 
     @property

@@ -51,6 +51,7 @@ from rfnet.aux import (
     product_descriptor,
     product_match_maps,
     scene_descriptor,
+    support_descriptor,
 )
 from rfnet.config import RFNetConfig
 from rfnet.encoders import CaptionBatch, CaptionEncoder, build_backbone
@@ -490,8 +491,9 @@ class RFNet(nn.Module):
     def raw_descriptor(self, image: torch.Tensor, maps: dict[str, torch.Tensor]) -> torch.Tensor:
         """The unnormalised descriptor ``(B, config.descriptor_size)`` of ``image`` (at ``image_size``)
         from its ``maps`` (placement, match, box): :func:`rfnet.aux.product_descriptor`, then
-        :func:`rfnet.aux.scene_descriptor` if ``descriptor_scene`` and
-        :func:`rfnet.aux.integrity_descriptor` if ``descriptor_integrity``."""
+        :func:`rfnet.aux.scene_descriptor` if ``descriptor_scene``,
+        :func:`rfnet.aux.integrity_descriptor` if ``descriptor_integrity`` and
+        :func:`rfnet.aux.support_descriptor` if ``descriptor_support``."""
         parts = [
             product_descriptor(image, maps["placement"], maps["match"], maps["box"], maps.get("box_error"))
         ]
@@ -499,6 +501,8 @@ class RFNet(nn.Module):
             parts.append(scene_descriptor(image, maps["placement"], maps["match"], maps["box"]))
         if self.config.descriptor_integrity:
             parts.append(integrity_descriptor(image, maps["placement"]))
+        if self.config.descriptor_support:
+            parts.append(support_descriptor(image, maps["box"]))
         return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
 
     def set_descriptor_stats(self, raw: torch.Tensor) -> None:

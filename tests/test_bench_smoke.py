@@ -253,7 +253,8 @@ def test_rfnet_ablations_are_valid_small_configs():
         overrides = dict(parse_assignment(a) for a in assignments)
         cfg = load_config(TrainRFNetConfig, preset="small", overrides=overrides).model
         assert cfg.use_product == (name == "all")
-        assert cfg.use_descriptor == cfg.descriptor_scene == cfg.descriptor_integrity == (name == "all")
+        parts = (cfg.descriptor_scene, cfg.descriptor_integrity, cfg.descriptor_support)
+        assert cfg.use_descriptor == all(parts) == any(parts) == (name == "all")
         assert bool(cfg.descriptor_trees) == (name == "all")
         assert cfg.use_caption == (name != "image_only")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -261,6 +263,51 @@ def test_scene_descriptor_sees_attached_product_colour_and_ignores_a_mirror():
         mirrored_box,
     )
     torch.testing.assert_close(flipped, out[1], atol=0.05, rtol=0.05)
+
+
+def support_scene(left: int, right: int, size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """A plain wall, a surface from column ``left`` to ``right`` below row 90, and a 30 x 50 px
+    product standing on it at columns 70-100 (box as fractions)."""
+    rng = np.random.default_rng(0)
+    scene = np.empty((size, size, 3), np.float32)
+    scene[:] = (0.82, 0.8, 0.74)
+    scene[90:, left:right] = (0.45, 0.3, 0.2)
+    scene[40:90, 70:100] = (0.2, 0.35, 0.8)
+    scene += rng.normal(0, 0.01, scene.shape).astype(np.float32)
+    image = torch.from_numpy(scene.clip(0, 1)).permute(2, 0, 1).unsqueeze(0)
+    return image, torch.tensor([[70, 40, 100, 90]], dtype=torch.float32) / size
+
+
+def test_support_descriptor_measures_the_surface_under_the_product_in_product_widths():
+    from rfnet.aux import SUPPORT_DEPTHS, SUPPORT_DESCRIPTOR_SIZE, SUPPORT_TOLERANCES, support_descriptor
+
+    def read(left: int, right: int) -> dict[str, float]:
+        image, box = support_scene(left, right)
+        d = support_descriptor(image, box)
+        assert d.shape == (1, SUPPORT_DESCRIPTOR_SIZE) and torch.isfinite(d).all()
+        # The mirrored scene reads the same: the two arms are pooled.
+        mirrored = torch.stack([1 - box[:, 2], box[:, 1], 1 - box[:, 0], box[:, 3]], dim=1)
+        torch.testing.assert_close(support_descriptor(image.flip(-1), mirrored), d, atol=0.05, rtol=0)
+        # Every depth and tolerance agrees on a flat, plain surface; read the first.
+        assert len(SUPPORT_DEPTHS) * len(SUPPORT_TOLERANCES) * 5 == SUPPORT_DESCRIPTOR_SIZE
+        first = d[0, :5].tolist()  # width, reaches both sides, share of the row, shorter arm, longer arm
+        return {
+            "width": math.expm1(first[0]),
+            "both": first[1],
+            "share": first[2],
+            "short": math.expm1(first[3]),
+            "long": math.expm1(first[4]),
+        }
+
+    table = read(0, 128)  # a table across the frame
+    assert table["both"] == 1.0 and table["width"] > 4.0 and table["share"] > 0.95
+    plinth = read(40, 125)  # a plinth wider than the product
+    assert plinth["both"] == 0.0 and 2.6 < plinth["width"] < 3.0
+    assert 1.2 < plinth["short"] < 1.4 and 1.4 < plinth["long"] < 1.6
+    narrow = read(80, 92)  # a plinth narrower than the product (Size Mismatch)
+    assert narrow["width"] < 0.5
+    edge = read(0, 88)  # the table ends under the product (Space Mismatch)
+    assert edge["short"] < 0.15 and edge["long"] > 2.5
 
 
 def test_components_separate_blobs_and_follow_a_winding_one():
