@@ -1362,8 +1362,8 @@ def support_descriptor(image: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
         1, 3, 1, 1
     )
     lab = gaussian_blur(lab, 1.0)
-    x0, _, x1, y1 = box.float().unbind(1)
-    w, h = (x1 - x0).clamp(min=1e-3), (box.float()[:, 3] - box.float()[:, 1]).clamp(min=1e-3)
+    x0, y0, x1, y1 = box.float().unbind(1)
+    w, h = (x1 - x0).clamp(min=1e-3), (y1 - y0).clamp(min=1e-3)
     pos = (torch.arange(s, device=dev, dtype=torch.float32) + 0.5) / s
     col = torch.arange(s, device=dev).view(1, -1)
     under = (pos.view(1, -1) >= x0.view(-1, 1)) & (pos.view(1, -1) < x1.view(-1, 1))  # (B, S)
