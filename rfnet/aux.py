@@ -1354,7 +1354,7 @@ def support_descriptor(image: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     both sides of the frame, the share of the row within the tolerance anywhere, and the shorter
     and longer of the run's two arms from the centre in box widths (log1p; pooled, so the numbers
     do not change under a horizontal flip). A row below the frame reads the bottom row.
-    About 1 ms per 128 px image on one CPU thread. Inputs as for :func:`product_descriptor`.
+    About 0.5 ms per 128 px image at batch 16 on two CPU threads. Inputs as for :func:`product_descriptor`.
     """
     b, _, s, _ = image.shape
     dev = image.device

@@ -288,7 +288,7 @@ def test_support_descriptor_measures_the_surface_under_the_product_in_product_wi
         # The mirrored scene reads the same: the two arms are pooled.
         mirrored = torch.stack([1 - box[:, 2], box[:, 1], 1 - box[:, 0], box[:, 3]], dim=1)
         torch.testing.assert_close(support_descriptor(image.flip(-1), mirrored), d, atol=0.05, rtol=0)
-        # Every depth and tolerance agrees on a flat, plain surface; read the first.
+        # A flat, plain surface: the first depth and tolerance say it.
         assert len(SUPPORT_DEPTHS) * len(SUPPORT_TOLERANCES) * 5 == SUPPORT_DESCRIPTOR_SIZE
         first = d[0, :5].tolist()  # width, reaches both sides, share of the row, shorter arm, longer arm
         return {
