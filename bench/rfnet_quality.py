@@ -60,6 +60,7 @@ ABLATIONS: dict[str, list[str]] = {
         "model.descriptor_scene=false",
         "model.descriptor_integrity=false",
         "model.descriptor_support=false",
+        "model.descriptor_attached=false",
         "model.descriptor_trees=0",
         "model.use_caption=false",
         "model.use_depth=false",
@@ -74,6 +75,7 @@ ABLATIONS: dict[str, list[str]] = {
         "model.descriptor_scene=false",
         "model.descriptor_integrity=false",
         "model.descriptor_support=false",
+        "model.descriptor_attached=false",
         "model.descriptor_trees=0",
     ],
 }

@@ -910,6 +910,25 @@ def _norm(x: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((x * x).sum(dim=1, keepdim=True) + 1e-12)
 
 
+def _grow(
+    mask: torch.Tensor, passable: torch.Tensor, steps: int, pos: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Grow ``mask (B, 1, H, H)`` geodesically through ``passable`` for ``steps`` 3x3 steps:
+    ``(grown, extra, top, left, right)``, ``extra`` the grown part outside the mask and ``top`` /
+    ``left`` / ``right`` its outermost row and columns at positions ``pos (H,)`` (1 / 1 / 0 when
+    nothing grew)."""
+    grown = mask
+    for _ in range(steps):
+        grown = torch.maximum(mask, _max3(grown) * passable)
+    extra = (grown - mask).clamp(min=0)
+    rows = extra.amax(dim=3)[:, 0] > 0
+    cols = extra.amax(dim=2)[:, 0] > 0
+    top = torch.where(rows, pos, torch.ones_like(pos)).amin(dim=1)
+    left = torch.where(cols, pos, torch.ones_like(pos)).amin(dim=1)
+    right = torch.where(cols, pos, torch.zeros_like(pos)).amax(dim=1)
+    return grown, extra, top, left, right
+
+
 def _components(binary: torch.Tensor) -> torch.Tensor:
     """8-connected components of a ``(B, 1, H, W)`` 0/1 map: ``(B, H*W)`` labels, 0 for background,
     else the largest flat index (1-based) in the component. Max-label propagation until nothing
@@ -1069,15 +1088,7 @@ def scene_descriptor(
     own = _masked_mean(like_h, mask_h).view(-1, 1, 1, 1)  # how product-coloured the product itself is
     for share in (0.4, 0.7):
         similar = (like_h > share * own).float()
-        grown = mask_h
-        for _ in range(max(4, half // 6)):
-            grown = torch.maximum(mask_h, _max3(grown) * similar)
-        extra = (grown - mask_h).clamp(min=0)
-        rows = extra.amax(dim=3)[:, 0] > 0
-        cols = extra.amax(dim=2)[:, 0] > 0
-        top = torch.where(rows, pos_h, torch.ones_like(pos_h)).amin(dim=1)
-        left = torch.where(cols, pos_h, torch.ones_like(pos_h)).amin(dim=1)
-        right = torch.where(cols, pos_h, torch.zeros_like(pos_h)).amax(dim=1)
+        grown, extra, top, left, right = _grow(mask_h, similar, max(4, half // 6), pos_h)
         feats += [
             (extra.sum(dim=(1, 2, 3)) / area_h).clamp(max=20).log1p(),
             ((y0 - top) / h).clamp(-1, 2),
@@ -1391,4 +1402,65 @@ def support_descriptor(image: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
             ]
     out = torch.stack(feats, dim=1)
     assert out.shape[1] == SUPPORT_DESCRIPTOR_SIZE, out.shape
+    return out.to(image.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Scene matter attached to the product's outline (an extension of the descriptor).
+
+ATTACHED_TOLERANCES = (0.12, 0.2)  # Lab distance from the row's median colour that makes a pixel "matter"
+ATTACHED_DESCRIPTOR_SIZE = 5 * len(ATTACHED_TOLERANCES)
+
+
+def attached_descriptor(image: torch.Tensor, placement: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """Scene matter grown onto the product's outline above its base: ``(B, ATTACHED_DESCRIPTOR_SIZE)``.
+
+    Shape Hallucination is the scene continuing the product's silhouette, and what it grows there
+    need not share the product's colours: a second shade on a lamp, leaves or ears sprouting from a
+    can, a wider copy behind it. The scene's own parts are, in a layered picture (wall, floor,
+    table), pixels near their row's median colour; anything else is matter. From the product's
+    mask, grow geodesically (at half resolution, up to a quarter of the frame) through matter that
+    lies above the base (more than 0.04 box heights above it, so the table or podium the product
+    stands on does not count), for a matter threshold of each of ``ATTACHED_TOLERANCES`` (Lab
+    distance from the row's median, blurred by one pixel over the scene alone, so the product's own
+    contrast does not spill onto its surroundings). Per threshold (5): the grown
+    area in product areas (log1p), how far it reaches above the box's top in box heights, the
+    farther and the nearer of its reach beyond the left and right sides in box widths (pooled, so
+    the numbers do not change under a horizontal flip), and the share of the ring just outside the
+    outline (about 4 px, above the base) that is matter. About 1 ms per 128 px image at batch 16 on
+    two CPU threads. Inputs as for :func:`product_descriptor`.
+    """
+    s = image.shape[-1]
+    dev = image.device
+    lab = _srgb_to_lab(image.float().clamp(0, 1)) / torch.tensor([100.0, 128.0, 128.0], device=dev).view(
+        1, 3, 1, 1
+    )
+    full = (placement.float() > 0.5).float()
+    # Blurred over the scene only, so the product's own contrast does not spill onto its surroundings.
+    distance = gaussian_blur(_norm(lab - lab.median(dim=3, keepdim=True).values) * (1 - full), 1.0) / (
+        gaussian_blur(1 - full, 1.0) + 1e-4
+    )
+    x0, y0, x1, y1 = box.float().unbind(1)
+    w, h = (x1 - x0).clamp(min=1e-3), (y1 - y0).clamp(min=1e-3)
+    half = max(16, s // 2)
+    pos = (torch.arange(half, device=dev, dtype=torch.float32) + 0.5) / half
+    mask = (F.interpolate(full, size=(half, half), mode="bilinear", align_corners=False) > 0.5).float()
+    distance = F.interpolate(distance, size=(half, half), mode="bilinear", align_corners=False)
+    area = mask.sum(dim=(1, 2, 3)).clamp(min=1.0)
+    above = (pos.view(1, 1, -1, 1) < (y1 - 0.04 * h).view(-1, 1, 1, 1)).float()
+    ring = (_max3(_max3(mask)) - mask) * above
+    feats: list[torch.Tensor] = []
+    for tolerance in ATTACHED_TOLERANCES:
+        matter = (distance > tolerance).float() * (1 - mask) * above
+        _, extra, top, left, right = _grow(mask, matter, half // 4, pos)
+        beyond_left, beyond_right = ((x0 - left) / w).clamp(-1, 3), ((right - x1) / w).clamp(-1, 3)
+        feats += [
+            (extra.sum(dim=(1, 2, 3)) / area).clamp(max=20).log1p(),
+            ((y0 - top) / h).clamp(-1, 3),
+            torch.maximum(beyond_left, beyond_right),
+            torch.minimum(beyond_left, beyond_right),
+            _masked_mean(matter, ring)[:, 0],
+        ]
+    out = torch.stack(feats, dim=1)
+    assert out.shape[1] == ATTACHED_DESCRIPTOR_SIZE, out.shape
     return out.to(image.dtype)

@@ -106,6 +106,10 @@ class RFNetConfig(ConfigBase):
     # the product: how far it reaches on either side, in product widths, at three depths below the
     # base). Needs use_descriptor.
     descriptor_support: bool = False
+    # Extend the descriptor with rfnet.aux.attached_descriptor (10 measurements of scene matter grown
+    # onto the product's outline above its base: its area, how far it reaches above and beside the
+    # product, how much of the outline it touches). Needs use_descriptor.
+    descriptor_attached: bool = False
     # Gradient-boosted trees over the raw descriptor (rfnet.trees): this many boosting rounds of one
     # tree per class, each tree complete to descriptor_tree_depth. The trainer fits them on the
     # training split before the first epoch and picks, at every validation, how much their class
@@ -190,6 +194,7 @@ class RFNetConfig(ConfigBase):
                 descriptor_scene=True,
                 descriptor_integrity=True,
                 descriptor_support=True,
+                descriptor_attached=True,
                 descriptor_trees=300,
                 global_size=64,
                 caption_encoder="bert_tiny",
@@ -224,6 +229,7 @@ class RFNetConfig(ConfigBase):
                 descriptor_scene=False,
                 descriptor_integrity=False,
                 descriptor_support=False,
+                descriptor_attached=False,
                 descriptor_trees=0,
                 global_size=None,
             ),
@@ -255,6 +261,10 @@ class RFNetConfig(ConfigBase):
         if self.descriptor_support and not self.use_descriptor:
             raise ValueError(
                 "descriptor_support extends the product descriptor: it needs use_descriptor=True"
+            )
+        if self.descriptor_attached and not self.use_descriptor:
+            raise ValueError(
+                "descriptor_attached extends the product descriptor: it needs use_descriptor=True"
             )
         if self.descriptor_trees and not self.use_descriptor:
             raise ValueError("descriptor_trees read the product descriptor: they need use_descriptor=True")
@@ -305,6 +315,7 @@ class RFNetConfig(ConfigBase):
     def descriptor_size(self) -> int:
         """Length of the raw descriptor the model reads (0 without ``use_descriptor``)."""
         from rfnet.aux import (
+            ATTACHED_DESCRIPTOR_SIZE,
             DESCRIPTOR_SIZE,
             INTEGRITY_DESCRIPTOR_SIZE,
             SCENE_DESCRIPTOR_SIZE,
@@ -318,6 +329,7 @@ class RFNetConfig(ConfigBase):
             + (SCENE_DESCRIPTOR_SIZE if self.descriptor_scene else 0)
             + (INTEGRITY_DESCRIPTOR_SIZE if self.descriptor_integrity else 0)
             + (SUPPORT_DESCRIPTOR_SIZE if self.descriptor_support else 0)
+            + (ATTACHED_DESCRIPTOR_SIZE if self.descriptor_attached else 0)
         )
 
     @property

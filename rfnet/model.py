@@ -43,6 +43,7 @@ from rfnet.aux import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     AuxExtractor,
+    attached_descriptor,
     build_aux,
     crop_around,
     integrity_descriptor,
@@ -492,8 +493,9 @@ class RFNet(nn.Module):
         """The unnormalised descriptor ``(B, config.descriptor_size)`` of ``image`` (at ``image_size``)
         from its ``maps`` (placement, match, box): :func:`rfnet.aux.product_descriptor`, then
         :func:`rfnet.aux.scene_descriptor` if ``descriptor_scene``,
-        :func:`rfnet.aux.integrity_descriptor` if ``descriptor_integrity`` and
-        :func:`rfnet.aux.support_descriptor` if ``descriptor_support``."""
+        :func:`rfnet.aux.integrity_descriptor` if ``descriptor_integrity``,
+        :func:`rfnet.aux.support_descriptor` if ``descriptor_support`` and
+        :func:`rfnet.aux.attached_descriptor` if ``descriptor_attached``."""
         parts = [
             product_descriptor(image, maps["placement"], maps["match"], maps["box"], maps.get("box_error"))
         ]
@@ -503,6 +505,8 @@ class RFNet(nn.Module):
             parts.append(integrity_descriptor(image, maps["placement"]))
         if self.config.descriptor_support:
             parts.append(support_descriptor(image, maps["box"]))
+        if self.config.descriptor_attached:
+            parts.append(attached_descriptor(image, maps["placement"], maps["box"]))
         return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
 
     def set_descriptor_stats(self, raw: torch.Tensor) -> None:

@@ -253,7 +253,12 @@ def test_rfnet_ablations_are_valid_small_configs():
         overrides = dict(parse_assignment(a) for a in assignments)
         cfg = load_config(TrainRFNetConfig, preset="small", overrides=overrides).model
         assert cfg.use_product == (name == "all")
-        parts = (cfg.descriptor_scene, cfg.descriptor_integrity, cfg.descriptor_support)
+        parts = (
+            cfg.descriptor_scene,
+            cfg.descriptor_integrity,
+            cfg.descriptor_support,
+            cfg.descriptor_attached,
+        )
         assert cfg.use_descriptor == all(parts) == any(parts) == (name == "all")
         assert bool(cfg.descriptor_trees) == (name == "all")
         assert cfg.use_caption == (name != "image_only")

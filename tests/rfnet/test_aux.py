@@ -310,6 +310,57 @@ def test_support_descriptor_measures_the_surface_under_the_product_in_product_wi
     assert edge["short"] < 0.15 and edge["long"] > 2.5
 
 
+def attached_scene(*extra: tuple[int, int, int, int, tuple[float, float, float]], size: int = 128):
+    """Wall over a table, a grey podium under a blue 20x40 px product (rows 40-80, columns 54-74),
+    and ``extra`` rectangles (rows, columns, colour) drawn before the product; (image, placement, box)."""
+    rng = np.random.default_rng(0)
+    scene = np.empty((size, size, 3), np.float32)
+    scene[:] = (0.82, 0.8, 0.74)
+    scene[80:] = (0.45, 0.3, 0.2)
+    scene[80:, 48:80] = (0.6, 0.6, 0.62)
+    for r0, r1, c0, c1, colour in extra:
+        scene[r0:r1, c0:c1] = colour
+    scene[40:80, 54:74] = (0.2, 0.35, 0.8)
+    scene += rng.normal(0, 0.01, scene.shape).astype(np.float32)
+    placement = torch.zeros(1, 1, size, size)
+    placement[..., 40:80, 54:74] = 1.0
+    image = torch.from_numpy(scene.clip(0, 1)).permute(2, 0, 1).unsqueeze(0)
+    return image, placement, torch.tensor([[54, 40, 74, 80]], dtype=torch.float32) / size
+
+
+def test_attached_descriptor_measures_scene_matter_grown_onto_the_outline_above_the_base():
+    from rfnet.aux import ATTACHED_DESCRIPTOR_SIZE, ATTACHED_TOLERANCES, attached_descriptor
+
+    def read(*extra) -> dict[str, float]:
+        image, placement, box = attached_scene(*extra)
+        d = attached_descriptor(image, placement, box)
+        assert d.shape == (1, ATTACHED_DESCRIPTOR_SIZE) == (1, 5 * len(ATTACHED_TOLERANCES))
+        assert torch.isfinite(d).all()
+        mirrored = torch.stack([1 - box[:, 2], box[:, 1], 1 - box[:, 0], box[:, 3]], dim=1)
+        torch.testing.assert_close(
+            attached_descriptor(image.flip(-1), placement.flip(-1), mirrored), d, atol=1e-5, rtol=0
+        )
+        first = d[0, :5].tolist()  # the lower threshold: area, above, farther side, nearer side, ring
+        return dict(zip(("area", "above", "far", "near", "ring"), first, strict=True))
+
+    green, blue = (0.2, 0.6, 0.25), (0.2, 0.35, 0.8)
+    # Nothing attached: the podium under the base and the product's own contrast do not count.
+    plain = read()
+    assert plain["area"] == 0.0 and plain["ring"] == 0.0 and plain["above"] < 0 and plain["far"] < 0
+    # A mug standing apart from the product is not attached to it.
+    assert read((60, 80, 95, 105, green)) == plain
+    # Leaves sprouting from the right side: 16 x 10 px, 0.8 box widths out, 0.2 product areas.
+    leaves = read((50, 60, 74, 90, green))
+    assert 0.7 <= leaves["far"] <= 0.85 and leaves["near"] < 0 and leaves["above"] < 0
+    assert math.expm1(leaves["area"]) == pytest.approx(0.2, abs=0.03) and leaves["ring"] > 0.05
+    # Growth on both sides: the nearer side says it too.
+    both = read((45, 55, 40, 54, green), (50, 60, 74, 86, green))
+    assert 0.6 <= both["far"] <= 0.7 and 0.5 <= both["near"] <= 0.6
+    # The product's upper part repeated above it: 15 px = 0.375 box heights.
+    taller = read((25, 40, 54, 74, blue))
+    assert taller["above"] == pytest.approx(0.375, abs=0.03) and taller["far"] < 0.1
+
+
 def test_components_separate_blobs_and_follow_a_winding_one():
     from rfnet.aux import _components
 
