@@ -61,6 +61,7 @@ ABLATIONS: dict[str, list[str]] = {
         "model.descriptor_integrity=false",
         "model.descriptor_support=false",
         "model.descriptor_attached=false",
+        "model.descriptor_grain=false",
         "model.descriptor_trees=0",
         "model.use_caption=false",
         "model.use_depth=false",
@@ -76,6 +77,7 @@ ABLATIONS: dict[str, list[str]] = {
         "model.descriptor_integrity=false",
         "model.descriptor_support=false",
         "model.descriptor_attached=false",
+        "model.descriptor_grain=false",
         "model.descriptor_trees=0",
     ],
 }

@@ -1464,3 +1464,65 @@ def attached_descriptor(image: torch.Tensor, placement: torch.Tensor, box: torch
     out = torch.stack(feats, dim=1)
     assert out.shape[1] == ATTACHED_DESCRIPTOR_SIZE, out.shape
     return out.to(image.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The scene's grain against the product's size (an extension of the descriptor).
+
+GRAIN_SIGMAS = (2.0, 4.0, 8.0, 16.0)  # px at 128 px: the blurs whose residue is the scene's "detail"
+GRAIN_DESCRIPTOR_SIZE = 9
+
+
+def grain_descriptor(image: torch.Tensor, placement: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """How fine the scene's texture is, in product heights: ``(B, GRAIN_DESCRIPTOR_SIZE)``.
+
+    Wood grain, planks, tiles, bricks, fabric weave and grass have sizes in the world, so their
+    period in the picture, over the product's height, is one more reading of whether the product
+    and its scene share a scale (Size Mismatch: a bottle as tall as forty floor tiles, a shoe on
+    boards wider than itself). The detail is the luma (blurred by 0.7 px against noise) minus the
+    same blurred by about a quarter of the box height (the nearest of ``GRAIN_SIGMAS``), so shading
+    and the scene's large parts do not count; its RMS spatial frequency along x and along y is
+    ``sqrt(E[grad^2] / E[detail^2])``, here in radians per box height (log). Over three regions of
+    the scene, outside the product's outline grown by 4 px: the band under the base (0.03 to 0.35
+    box heights below it, the surface it stands on), the band at the product's own height (0.15 to
+    0.85 of it, wall or surface behind and beside it) and the band above its top (up to 0.6 box
+    heights): per region the x and y frequencies and the detail's energy (log; a plain region has
+    little, and its frequencies mean little). Regions are whole rows, so a horizontal flip changes
+    nothing; a region with under 20 pixels reads 0. No learned part and no threshold fitted to a
+    set. About 1 ms per 128 px image at batch 16 on two CPU threads. Inputs as for
+    :func:`product_descriptor`.
+    """
+    s = image.shape[-1]
+    dev = image.device
+    luma = gaussian_blur(_unit_lab(image)[:, :1], 0.7)
+    keep = 1 - _dilate((placement.float() > 0.5).float(), 9)
+    _, y0, _, y1 = box.float().unbind(1)
+    h = (y1 - y0).clamp(min=1e-3)
+    sigmas = torch.tensor(GRAIN_SIGMAS, device=dev) * s / 128
+    pick = (
+        ((0.25 * h * s).clamp(1.5 * s / 128, 20 * s / 128).view(-1, 1) - sigmas.view(1, -1)).abs().argmin(1)
+    )
+    detail = luma.clone()
+    for k in pick.unique().tolist():
+        chosen = pick == k
+        detail[chosen] -= gaussian_blur(luma[chosen], float(sigmas[k]))
+    gx = F.pad(luma[..., :, 2:] - luma[..., :, :-2], (1, 1, 0, 0)) / 2
+    gy = F.pad(luma[..., 2:, :] - luma[..., :-2, :], (0, 0, 1, 1)) / 2
+    rows = ((torch.arange(s, device=dev, dtype=torch.float32) + 0.5) / s).view(1, 1, s, 1)
+    feats: list[torch.Tensor] = []
+    for top, bottom in (
+        (y1 + 0.03 * h, y1 + 0.35 * h),
+        (y0 + 0.15 * h, y1 - 0.15 * h),
+        (y0 - 0.6 * h, y0 - 0.05 * h),
+    ):
+        region = ((rows >= top.view(-1, 1, 1, 1)) & (rows < bottom.view(-1, 1, 1, 1))).float() * keep
+        count = region.sum(dim=(1, 2, 3)) + 1e-3
+        energy = (detail**2 * region).sum(dim=(1, 2, 3)) / count
+        some = (count > 20).float()
+        for grad in (gx, gy):
+            frequency = ((grad**2 * region).sum(dim=(1, 2, 3)) / count / (energy + 1e-6)).sqrt() * h * s
+            feats.append(some * frequency.clamp(1e-2, 1e3).log())
+        feats.append(some * (energy + 1e-6).log())
+    out = torch.stack(feats, dim=1)
+    assert out.shape[1] == GRAIN_DESCRIPTOR_SIZE, out.shape
+    return out.to(image.dtype)

@@ -110,6 +110,9 @@ class RFNetConfig(ConfigBase):
     # onto the product's outline above its base: its area, how far it reaches above and beside the
     # product, how much of the outline it touches). Needs use_descriptor.
     descriptor_attached: bool = False
+    # Extend the descriptor with rfnet.aux.grain_descriptor (9 measurements of how fine the scene's
+    # texture is in product heights, under, beside and above the product). Needs use_descriptor.
+    descriptor_grain: bool = False
     # Gradient-boosted trees over the raw descriptor (rfnet.trees): this many boosting rounds of one
     # tree per class, each tree complete to descriptor_tree_depth. The trainer fits them on the
     # training split before the first epoch and picks, at every validation, how much their class
@@ -195,6 +198,7 @@ class RFNetConfig(ConfigBase):
                 descriptor_integrity=True,
                 descriptor_support=True,
                 descriptor_attached=True,
+                descriptor_grain=True,
                 descriptor_trees=300,
                 global_size=64,
                 caption_encoder="bert_tiny",
@@ -230,6 +234,7 @@ class RFNetConfig(ConfigBase):
                 descriptor_integrity=False,
                 descriptor_support=False,
                 descriptor_attached=False,
+                descriptor_grain=False,
                 descriptor_trees=0,
                 global_size=None,
             ),
@@ -266,6 +271,8 @@ class RFNetConfig(ConfigBase):
             raise ValueError(
                 "descriptor_attached extends the product descriptor: it needs use_descriptor=True"
             )
+        if self.descriptor_grain and not self.use_descriptor:
+            raise ValueError("descriptor_grain extends the product descriptor: it needs use_descriptor=True")
         if self.descriptor_trees and not self.use_descriptor:
             raise ValueError("descriptor_trees read the product descriptor: they need use_descriptor=True")
         if self.backbone != "compact" and self.aux_fusion == "channels" and self.backbone_source:
@@ -317,6 +324,7 @@ class RFNetConfig(ConfigBase):
         from rfnet.aux import (
             ATTACHED_DESCRIPTOR_SIZE,
             DESCRIPTOR_SIZE,
+            GRAIN_DESCRIPTOR_SIZE,
             INTEGRITY_DESCRIPTOR_SIZE,
             SCENE_DESCRIPTOR_SIZE,
             SUPPORT_DESCRIPTOR_SIZE,
@@ -330,6 +338,7 @@ class RFNetConfig(ConfigBase):
             + (INTEGRITY_DESCRIPTOR_SIZE if self.descriptor_integrity else 0)
             + (SUPPORT_DESCRIPTOR_SIZE if self.descriptor_support else 0)
             + (ATTACHED_DESCRIPTOR_SIZE if self.descriptor_attached else 0)
+            + (GRAIN_DESCRIPTOR_SIZE if self.descriptor_grain else 0)
         )
 
     @property

@@ -46,6 +46,7 @@ from rfnet.aux import (
     attached_descriptor,
     build_aux,
     crop_around,
+    grain_descriptor,
     integrity_descriptor,
     locate_product,
     placement_map,
@@ -494,8 +495,9 @@ class RFNet(nn.Module):
         from its ``maps`` (placement, match, box): :func:`rfnet.aux.product_descriptor`, then
         :func:`rfnet.aux.scene_descriptor` if ``descriptor_scene``,
         :func:`rfnet.aux.integrity_descriptor` if ``descriptor_integrity``,
-        :func:`rfnet.aux.support_descriptor` if ``descriptor_support`` and
-        :func:`rfnet.aux.attached_descriptor` if ``descriptor_attached``."""
+        :func:`rfnet.aux.support_descriptor` if ``descriptor_support``,
+        :func:`rfnet.aux.attached_descriptor` if ``descriptor_attached`` and
+        :func:`rfnet.aux.grain_descriptor` if ``descriptor_grain``."""
         parts = [
             product_descriptor(image, maps["placement"], maps["match"], maps["box"], maps.get("box_error"))
         ]
@@ -507,6 +509,8 @@ class RFNet(nn.Module):
             parts.append(support_descriptor(image, maps["box"]))
         if self.config.descriptor_attached:
             parts.append(attached_descriptor(image, maps["placement"], maps["box"]))
+        if self.config.descriptor_grain:
+            parts.append(grain_descriptor(image, maps["placement"], maps["box"]))
         return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
 
     def set_descriptor_stats(self, raw: torch.Tensor) -> None:

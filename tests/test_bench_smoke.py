@@ -258,6 +258,7 @@ def test_rfnet_ablations_are_valid_small_configs():
             cfg.descriptor_integrity,
             cfg.descriptor_support,
             cfg.descriptor_attached,
+            cfg.descriptor_grain,
         )
         assert cfg.use_descriptor == all(parts) == any(parts) == (name == "all")
         assert bool(cfg.descriptor_trees) == (name == "all")

@@ -361,6 +361,51 @@ def test_attached_descriptor_measures_scene_matter_grown_onto_the_outline_above_
     assert taller["above"] == pytest.approx(0.375, abs=0.03) and taller["far"] < 0.1
 
 
+def grain_scene(period: float, height: int, top: int, size: int = 128):
+    """Boards of ``period`` px (a sine across x) under and beside a red 20 px wide product of
+    ``height`` px whose top is at row ``top``, a plain wall of the boards' mean colour above the
+    product; (image, placement, box)."""
+    rng = np.random.default_rng(0)
+    x = np.arange(size, dtype=np.float32)
+    scene = np.empty((size, size, 3), np.float32)
+    scene[:] = (0.5 + 0.12 * np.sin(2 * np.pi * x / period))[None, :, None] * np.array((1.0, 0.8, 0.6))
+    scene[: max(0, top - 2)] = (0.5, 0.4, 0.3)
+    scene[top : top + height, 54:74] = (0.8, 0.15, 0.1)
+    scene += rng.normal(0, 0.002, scene.shape).astype(np.float32)
+    placement = torch.zeros(1, 1, size, size)
+    placement[..., top : top + height, 54:74] = 1.0
+    image = torch.from_numpy(scene.clip(0, 1)).permute(2, 0, 1).unsqueeze(0)
+    return image, placement, torch.tensor([[54, top, 74, top + height]], dtype=torch.float32) / size
+
+
+def test_grain_descriptor_reads_texture_period_in_product_heights():
+    from rfnet.aux import GRAIN_DESCRIPTOR_SIZE, grain_descriptor
+
+    def read(period: float, height: int, top: int = 40) -> torch.Tensor:
+        image, placement, box = grain_scene(period, height, top)
+        d = grain_descriptor(image, placement, box)
+        assert d.shape == (1, GRAIN_DESCRIPTOR_SIZE) and torch.isfinite(d).all()
+        mirrored = torch.stack([1 - box[:, 2], box[:, 1], 1 - box[:, 0], box[:, 3]], dim=1)
+        torch.testing.assert_close(grain_descriptor(image.flip(-1), placement.flip(-1), mirrored), d)
+        return d[0]  # (under, beside, above) x (x frequency, y frequency, detail energy)
+
+    boards = read(16, 80, top=20)
+    # Boards every 16 px under an 80 px product: 2 pi 80 / 16 = 31.4 radians per box height across
+    # (a central difference reads a 16 px sine 3 % low).
+    assert boards[0].item() == pytest.approx(math.log(2 * math.pi * 80 / 16 * 0.974), abs=0.05)
+    assert boards[3].item() == pytest.approx(boards[0].item(), abs=0.1)
+    assert boards[1] < boards[0] - 3  # the boards run along y: hardly any detail that way
+    assert boards[8] < boards[2] - 4  # the plain wall above has almost no detail
+    # Boards twice as wide: half the frequency. The same boards under a product half as tall: half
+    # the frequency too. Boards and product both halved: the same, since what counts is the
+    # texture's period in product heights.
+    assert boards[0] - read(32, 80, top=20)[0] == pytest.approx(math.log(2), abs=0.06)
+    assert boards[0] - read(16, 40)[0] == pytest.approx(math.log(2), abs=0.05)
+    assert read(8, 40)[0] == pytest.approx(boards[0].item() - 0.08, abs=0.05)  # 8 px: read 10 % low
+    # A product whose top is the frame's: nothing above it to read.
+    assert (read(16, 40, top=0)[6:] == 0).all()
+
+
 def test_components_separate_blobs_and_follow_a_winding_one():
     from rfnet.aux import _components
 
