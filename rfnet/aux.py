@@ -1481,8 +1481,11 @@ def grain_descriptor(image: torch.Tensor, placement: torch.Tensor, box: torch.Te
     and its scene share a scale (Size Mismatch: a bottle as tall as forty floor tiles, a shoe on
     boards wider than itself). The detail is the luma (blurred by 0.7 px against noise) minus the
     same blurred by about a quarter of the box height (the nearest of ``GRAIN_SIGMAS``), so shading
-    and the scene's large parts do not count; its RMS spatial frequency along x and along y is
-    ``sqrt(E[grad^2] / E[detail^2])``, here in radians per box height (log). Over three regions of
+    and the scene's large parts do not count; the texture's RMS spatial frequency along x and along
+    y is read as ``sqrt(E[grad^2] / E[detail^2])`` with the central-difference gradient of the
+    blurred luma, here in radians per box height (log): close for a sine finer than the blur (3 %
+    low at a 16 px period, 10 % at 8 px), too high for a texture coarse enough that the blur takes
+    part of it away. Over three regions of
     the scene, outside the product's outline grown by 4 px: the band under the base (0.03 to 0.35
     box heights below it, the surface it stands on), the band at the product's own height (0.15 to
     0.85 of it, wall or surface behind and beside it) and the band above its top (up to 0.6 box
