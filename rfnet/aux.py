@@ -914,6 +914,14 @@ def _norm(x: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((x * x).sum(dim=1, keepdim=True) + 1e-12)
 
 
+def _differences(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Central two-pixel differences of ``x (B, C, H, W)`` along x and along y (zero at the border),
+    ``(gx, gy)``: twice the gradient."""
+    gx = F.pad(x[..., :, 2:] - x[..., :, :-2], (1, 1, 0, 0))
+    gy = F.pad(x[..., 2:, :] - x[..., :-2, :], (0, 0, 1, 1))
+    return gx, gy
+
+
 def _grow(
     mask: torch.Tensor, passable: torch.Tensor, steps: int, pos: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -1102,7 +1110,7 @@ def scene_descriptor(
 
     # Horizontal structure and the base.
     background = 1 - _dilate(mask, max(5, s // 16 * 2 + 1))
-    gy = F.pad(luma[..., 2:, :] - luma[..., :-2, :], (0, 0, 1, 1))
+    gx, gy = _differences(luma)
     coverage = background.mean(dim=3)[:, 0]
     profile = ((gy * background).sum(dim=3) / (background.sum(dim=3) + 1e-3))[:, 0].abs()
     profile = profile * (coverage > 0.2).float()
@@ -1152,7 +1160,6 @@ def scene_descriptor(
     ]
 
     # Orientation of background edges.
-    gx = F.pad(luma[..., :, 2:] - luma[..., :, :-2], (1, 1, 0, 0))
     magnitude = torch.sqrt(gx * gx + gy * gy + 1e-12) * background
     angle = torch.atan2(gy, gx).remainder(math.pi)
     axis = (angle < 0.2) | (angle > math.pi - 0.2) | ((angle - math.pi / 2).abs() < 0.2)
@@ -1321,8 +1328,7 @@ def integrity_descriptor(image: torch.Tensor, placement: torch.Tensor) -> torch.
     feats.append((sigma * 255.0).log1p())
 
     # Texture: clutter, colourfulness, detail by height, long vertical lines.
-    gx = F.pad(luma[..., :, 2:] - luma[..., :, :-2], (1, 1, 0, 0))
-    gy = F.pad(luma[..., 2:, :] - luma[..., :-2, :], (0, 0, 1, 1))
+    gx, gy = _differences(luma)
     magnitude = torch.sqrt(gx * gx + gy * gy + 1e-12)
     feats.append(((magnitude > 0.08).float() * background).sum(dim=(1, 2, 3)) / bg_area)
     rg = img[:, 0] - img[:, 1]
@@ -1485,11 +1491,10 @@ def grain_descriptor(image: torch.Tensor, placement: torch.Tensor, box: torch.Te
     y is read as ``sqrt(E[grad^2] / E[detail^2])`` with the central-difference gradient of the
     blurred luma, here in radians per box height (log): close for a sine finer than the blur (3 %
     low at a 16 px period, 10 % at 8 px), too high for a texture coarse enough that the blur takes
-    part of it away. Over three regions of
-    the scene, outside the product's outline grown by 4 px: the band under the base (0.03 to 0.35
-    box heights below it, the surface it stands on), the band at the product's own height (0.15 to
-    0.85 of it, wall or surface behind and beside it) and the band above its top (up to 0.6 box
-    heights): per region the x and y frequencies and the detail's energy (log; a plain region has
+    part of it away. Over three regions of the scene, outside the product's outline grown by 4 px:
+    the band under the base (0.03 to 0.35 box heights below it, the surface it stands on), the band
+    at the product's own height (0.15 to 0.85 of it, wall or surface behind and beside it) and the
+    band above its top (up to 0.6 box heights): per region the x and y frequencies and the detail's energy (log; a plain region has
     little, and its frequencies mean little). Regions are whole rows, so a horizontal flip changes
     nothing; a region with under 20 pixels reads 0. No learned part and no threshold fitted to a
     set. About 1 ms per 128 px image at batch 16 on two CPU threads. Inputs as for
@@ -1502,15 +1507,12 @@ def grain_descriptor(image: torch.Tensor, placement: torch.Tensor, box: torch.Te
     _, y0, _, y1 = box.float().unbind(1)
     h = (y1 - y0).clamp(min=1e-3)
     sigmas = torch.tensor(GRAIN_SIGMAS, device=dev) * s / 128
-    pick = (
-        ((0.25 * h * s).clamp(1.5 * s / 128, 20 * s / 128).view(-1, 1) - sigmas.view(1, -1)).abs().argmin(1)
-    )
+    pick = ((0.25 * h * s).view(-1, 1) - sigmas.view(1, -1)).abs().argmin(1)
     detail = luma.clone()
     for k in pick.unique().tolist():
         chosen = pick == k
         detail[chosen] -= gaussian_blur(luma[chosen], float(sigmas[k]))
-    gx = F.pad(luma[..., :, 2:] - luma[..., :, :-2], (1, 1, 0, 0)) / 2
-    gy = F.pad(luma[..., 2:, :] - luma[..., :-2, :], (0, 0, 1, 1)) / 2
+    gx, gy = (g / 2 for g in _differences(luma))
     rows = ((torch.arange(s, device=dev, dtype=torch.float32) + 0.5) / s).view(1, 1, s, 1)
     feats: list[torch.Tensor] = []
     for top, bottom in (
