@@ -169,8 +169,9 @@ def _srgb_to_lab(image: torch.Tensor) -> torch.Tensor:
     return torch.cat([lab_l, lab_a, lab_b], dim=1)
 
 
-def _unit_lab(image: torch.Tensor) -> torch.Tensor:
-    """Lab of ``image`` (sRGB, clamped to [0, 1]) scaled to about unit range: L / 100, a / 128, b / 128."""
+def unit_lab(image: torch.Tensor) -> torch.Tensor:
+    """Lab of ``image`` (sRGB, clamped to [0, 1]) scaled to about unit range: L / 100, a / 128, b / 128.
+    Every descriptor part reads it; a caller computing several parts passes it to each as ``lab``."""
     scale = torch.tensor([100.0, 128.0, 128.0], device=image.device).view(1, 3, 1, 1)
     return _srgb_to_lab(image.float().clamp(0, 1)) / scale
 
@@ -801,6 +802,8 @@ def product_descriptor(
     match: torch.Tensor,
     box: torch.Tensor,
     error: torch.Tensor | None = None,
+    *,
+    lab: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """A fixed-length description of the located product in its scene: ``(B, DESCRIPTOR_SIZE)``.
 
@@ -827,10 +830,12 @@ def product_descriptor(
 
     Differentiable w.r.t. ``image`` (the box is a constant). Rows without a product describe the
     whole frame; the model masks them like the product tokens.
+    ``lab`` (here and in the other descriptor parts) is :func:`unit_lab` of ``image`` when the
+    caller already has it.
     """
     b, _, s, _ = image.shape
     img = image.float()
-    lab = _unit_lab(img)
+    lab = unit_lab(img) if lab is None else lab
     luma = lab[:, :1]
     mask = (placement.float() > 0.5).float()
     k1, k2 = max(3, s // 64 * 2 + 1), max(5, s // 16 * 2 + 1)
@@ -1020,7 +1025,12 @@ def _floor_objects(
 
 
 def scene_descriptor(
-    image: torch.Tensor, placement: torch.Tensor, match: torch.Tensor, box: torch.Tensor
+    image: torch.Tensor,
+    placement: torch.Tensor,
+    match: torch.Tensor,
+    box: torch.Tensor,
+    *,
+    lab: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Measurements of the scene relative to the located product: ``(B, SCENE_DESCRIPTOR_SIZE)``.
 
@@ -1061,7 +1071,7 @@ def scene_descriptor(
     s = image.shape[-1]
     dev = image.device
     img = image.float().clamp(0, 1)
-    lab = _unit_lab(img)
+    lab = unit_lab(img) if lab is None else lab
     luma = lab[:, :1]
     mask = (placement.float() > 0.5).float()
     area = mask.sum(dim=(1, 2, 3)).clamp(min=1.0)
@@ -1361,7 +1371,9 @@ SUPPORT_TOLERANCES = (0.06, 0.15)  # Lab distance (L/100, a/128, b/128) that sti
 SUPPORT_DESCRIPTOR_SIZE = 5 * len(SUPPORT_DEPTHS) * len(SUPPORT_TOLERANCES)
 
 
-def support_descriptor(image: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+def support_descriptor(
+    image: torch.Tensor, box: torch.Tensor, *, lab: torch.Tensor | None = None
+) -> torch.Tensor:
     """How far the surface under the product reaches, in product widths: ``(B, SUPPORT_DESCRIPTOR_SIZE)``.
 
     A product stands on something: a table, a podium, a shelf, a floor. How wide that surface is
@@ -1379,8 +1391,7 @@ def support_descriptor(image: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     """
     b, _, s, _ = image.shape
     dev = image.device
-    lab = _unit_lab(image)
-    lab = gaussian_blur(lab, 1.0)
+    lab = gaussian_blur(unit_lab(image) if lab is None else lab, 1.0)
     x0, y0, x1, y1 = box.float().unbind(1)
     w, h = (x1 - x0).clamp(min=1e-3), (y1 - y0).clamp(min=1e-3)
     pos = (torch.arange(s, device=dev, dtype=torch.float32) + 0.5) / s
@@ -1420,7 +1431,9 @@ ATTACHED_TOLERANCES = (0.12, 0.2)  # Lab distance from the row's median colour t
 ATTACHED_DESCRIPTOR_SIZE = 5 * len(ATTACHED_TOLERANCES)
 
 
-def attached_descriptor(image: torch.Tensor, placement: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+def attached_descriptor(
+    image: torch.Tensor, placement: torch.Tensor, box: torch.Tensor, *, lab: torch.Tensor | None = None
+) -> torch.Tensor:
     """Scene matter grown onto the product's outline above its base: ``(B, ATTACHED_DESCRIPTOR_SIZE)``.
 
     Shape Hallucination is the scene continuing the product's silhouette, and what it grows there
@@ -1440,7 +1453,7 @@ def attached_descriptor(image: torch.Tensor, placement: torch.Tensor, box: torch
     """
     s = image.shape[-1]
     dev = image.device
-    lab = _unit_lab(image)
+    lab = unit_lab(image) if lab is None else lab
     full = (placement.float() > 0.5).float()
     # Blurred over the scene only, so the product's own contrast does not spill onto its surroundings.
     distance = gaussian_blur(_norm(lab - lab.median(dim=3, keepdim=True).values) * (1 - full), 1.0) / (
@@ -1479,7 +1492,9 @@ GRAIN_SIGMAS = (2.0, 4.0, 8.0, 16.0)  # px at 128 px: the blurs whose residue is
 GRAIN_DESCRIPTOR_SIZE = 9
 
 
-def grain_descriptor(image: torch.Tensor, placement: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+def grain_descriptor(
+    image: torch.Tensor, placement: torch.Tensor, box: torch.Tensor, *, lab: torch.Tensor | None = None
+) -> torch.Tensor:
     """How fine the scene's texture is, in product heights: ``(B, GRAIN_DESCRIPTOR_SIZE)``.
 
     Wood grain, planks, tiles, bricks, fabric weave and grass have sizes in the world, so their
@@ -1502,7 +1517,7 @@ def grain_descriptor(image: torch.Tensor, placement: torch.Tensor, box: torch.Te
     """
     s = image.shape[-1]
     dev = image.device
-    luma = gaussian_blur(_unit_lab(image)[:, :1], 0.7)
+    luma = gaussian_blur((unit_lab(image) if lab is None else lab)[:, :1], 0.7)
     keep = 1 - _dilate((placement.float() > 0.5).float(), 9)
     _, y0, _, y1 = box.float().unbind(1)
     h = (y1 - y0).clamp(min=1e-3)

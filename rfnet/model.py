@@ -54,6 +54,7 @@ from rfnet.aux import (
     product_match_maps,
     scene_descriptor,
     support_descriptor,
+    unit_lab,
 )
 from rfnet.config import RFNetConfig
 from rfnet.encoders import CaptionBatch, CaptionEncoder, build_backbone
@@ -498,19 +499,19 @@ class RFNet(nn.Module):
         :func:`rfnet.aux.support_descriptor` if ``descriptor_support``,
         :func:`rfnet.aux.attached_descriptor` if ``descriptor_attached`` and
         :func:`rfnet.aux.grain_descriptor` if ``descriptor_grain``."""
-        parts = [
-            product_descriptor(image, maps["placement"], maps["match"], maps["box"], maps.get("box_error"))
-        ]
+        lab = unit_lab(image)  # every part reads it: convert once
+        placement, box = maps["placement"], maps["box"]
+        parts = [product_descriptor(image, placement, maps["match"], box, maps.get("box_error"), lab=lab)]
         if self.config.descriptor_scene:
-            parts.append(scene_descriptor(image, maps["placement"], maps["match"], maps["box"]))
+            parts.append(scene_descriptor(image, placement, maps["match"], box, lab=lab))
         if self.config.descriptor_integrity:
-            parts.append(integrity_descriptor(image, maps["placement"]))
+            parts.append(integrity_descriptor(image, placement))
         if self.config.descriptor_support:
-            parts.append(support_descriptor(image, maps["box"]))
+            parts.append(support_descriptor(image, box, lab=lab))
         if self.config.descriptor_attached:
-            parts.append(attached_descriptor(image, maps["placement"], maps["box"]))
+            parts.append(attached_descriptor(image, placement, box, lab=lab))
         if self.config.descriptor_grain:
-            parts.append(grain_descriptor(image, maps["placement"], maps["box"]))
+            parts.append(grain_descriptor(image, placement, box, lab=lab))
         return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
 
     def set_descriptor_stats(self, raw: torch.Tensor) -> None:
