@@ -24,9 +24,10 @@ export PYTHONUNBUFFERED=1
 } > "$out/env.txt" 2>&1
 cat "$out/env.txt"
 
-# Measured on an H200: generation ~400 s with compilation (variants ~70 s, compiled stage ~140 s,
-# pipeline with its own compile ~180 s), rfnet ~90 s, rfft ~50 s. Generation gets what the other
-# two need; each step is stopped at its share, and the generation step keeps what it measured.
+# Measured in one run on an H200 (565 s given): generation 379 s with compilation (peak, reference,
+# eager variant and profile ~75 s, compiled stage ~100 s, pipeline with its own compile ~176 s),
+# rfnet 87 s, rfft 71 s. Generation gets what the other two need; each step is stopped at its
+# share, and the generation step keeps what it measured.
 gen_budget=$(($(left) - 150))
 timeout -s TERM -k 20 $((gen_budget + 15)) "$py" -m bench.gpu_generate "${smoke[@]}" --budget-s "$gen_budget" \
     --out "$out/gpu_generate.json" > "$out/gpu_generate.log" 2>&1

@@ -27,8 +27,9 @@ would overrun ``--budget-s`` is skipped and recorded as skipped rather than kill
     python -m bench.gpu_generate --out bench/results/gpu_generate.json       # on a GPU
     python -m bench.gpu_generate --smoke --out /tmp/gpu_smoke.json           # same code, CPU, tiny
 
-``--smoke`` runs the same code path on CPU with the tiny architecture (128 px, 4 steps, small
-batches, no compile) in about a minute; its numbers mean nothing, its fields are the real ones.
+``--pipeline-only`` runs step 4 alone (after a change to the pipeline, when the rest is already
+measured). ``--smoke`` runs the same code path on CPU with the tiny architecture (128 px, 4 steps,
+small batches, no compile) in about a minute; its numbers mean nothing, its fields are the real ones.
 """
 
 from __future__ import annotations
@@ -700,11 +701,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also time the compiled pipeline among the variants (~150 s more; the stage is compiled anyway)",
     )
+    p.add_argument(
+        "--pipeline-only",
+        action="store_true",
+        help="measure the full pipeline alone (no reference, variants or stage: no ratios to them)",
+    )
     p.add_argument("--items", type=int, default=None, help="catalog rows of the pipeline run (default 128)")
     p.add_argument("--budget-s", type=float, default=540.0, help="skip steps that would overrun this")
     p.add_argument("--work-dir", default=None, help="catalog and outputs (default: a temporary directory)")
-    p.add_argument("--out", default=str(RESULTS_DIR / "gpu_generate.json"), help="result JSON")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--out",
+        default=None,
+        help="result JSON (default bench/results/gpu_generate.json; gpu_pipeline.json with --pipeline-only)",
+    )
+    args = p.parse_args(argv)
+    if args.out is None:
+        args.out = str(RESULTS_DIR / ("gpu_pipeline.json" if args.pipeline_only else "gpu_generate.json"))
+    return args
 
 
 def goals(result: dict[str, Any]) -> dict[str, Any]:
@@ -771,21 +784,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # and again in the pipeline's actor, a separate process).
         stage_estimate = 30 if plan.smoke else 40 + (100 if plan.compile else 0)
         pipe_estimate = 60 if plan.smoke else 40 + (100 if plan.compile else 0) + plan.pipeline_items / 3.0
-        result["variants"] = run_variants(
-            plan, device, placement.dtype, budget, reserve_s=stage_estimate + pipe_estimate
-        )
-        write_json(args.out, result)  # each step's numbers are kept as soon as it ends
-        release_compiled(plan, device)  # the variants' pipeline is gone with run_variants' frame
-        flops = result["variants"]["flops"]
-        flops_per_image = REFERENCE_TFLOP_PER_IMAGE * 1e12 if plan.reference_workload else flops["per_image"]
+        if args.pipeline_only:
+            result["variants"] = {"rows": [], "skipped": ["variants and stage (--pipeline-only)"]}
+            measured = None
+        else:
+            result["variants"] = run_variants(
+                plan, device, placement.dtype, budget, reserve_s=stage_estimate + pipe_estimate
+            )
+            write_json(args.out, result)  # each step's numbers are kept as soon as it ends
+            release_compiled(plan, device)  # the variants' pipeline is gone with run_variants' frame
+            measured = result["variants"]["flops"]["per_image"]
+        flops_per_image = REFERENCE_TFLOP_PER_IMAGE * 1e12 if plan.reference_workload else measured
         result["flops_per_image"] = {
             "used": flops_per_image,
-            "measured": flops["per_image"],
+            "measured": measured,
             "source": "reference 89.4 TFLOP" if plan.reference_workload else "measured",
         }
 
         def mfu(images_per_s: float | None) -> float | None:
-            if not images_per_s:
+            if not images_per_s or not flops_per_image:
                 return None
             return images_per_s * flops_per_image / (peak["tflops"] * 1e12)
 
@@ -796,7 +813,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             work / "catalog", plan.pipeline_items, distinct=min(24, plan.pipeline_items)
         )
         stage_cfg = pipeline_config(plan, str(catalog), str(work / "stage"), device)
-        if budget.allows(stage_estimate):
+        if args.pipeline_only:
+            result["stage"] = None
+        elif budget.allows(stage_estimate):
             result["stage"] = run_stage(plan, stage_cfg, device)
             release_compiled(plan, device)
             result["stage"]["mfu"] = mfu(result["stage"]["images_per_s"])
@@ -830,8 +849,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def print_summary(result: dict[str, Any]) -> None:
     print(f"device: {result['device']} ({'smoke: numbers are meaningless' if result['smoke'] else 'full'})")
     peak = result["peak_matmul"]
+    per_image = result["flops_per_image"]["used"]
     print(
-        f"peak matmul {peak['dtype']}: {peak['tflops']:.1f} TFLOP/s; TFLOP per image: {result['flops_per_image']['used'] / 1e12:.3g}"
+        f"peak matmul {peak['dtype']}: {peak['tflops']:.1f} TFLOP/s; TFLOP per image: "
+        + (f"{per_image / 1e12:.3g}" if per_image else "not counted (--pipeline-only)")
     )
     rows = []
     for r in result["variants"]["rows"]:

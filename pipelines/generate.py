@@ -185,20 +185,23 @@ class GenerateStage:
             )
         white = np.full((r, r, 3), 255, np.uint8)
         try:
-            out = self.pipe(
-                prompt=list(prompts),
-                negative_prompt=list(negatives),
-                image=[Image.fromarray(composite_on(p, white)) for p in products],
-                mask_image=[Image.fromarray(m) for m in masks],
-                control_image=[Image.fromarray(c) for c in controls],
-                height=r,
-                width=r,
-                num_inference_steps=g.num_inference_steps,
-                guidance_scale=g.guidance_scale,
-                controlnet_conditioning_scale=g.controlnet_conditioning_scale,
-                generator=[torch.Generator("cpu").manual_seed(int(s)) for s in seeds],
-                output_type="np",
-            )
+            # Inference mode here, not in the callers: the warm-up must trace torch.compile's graphs
+            # under the same dispatch keys as real batches, or the first real batch recompiles.
+            with torch.inference_mode():
+                out = self.pipe(
+                    prompt=list(prompts),
+                    negative_prompt=list(negatives),
+                    image=[Image.fromarray(composite_on(p, white)) for p in products],
+                    mask_image=[Image.fromarray(m) for m in masks],
+                    control_image=[Image.fromarray(c) for c in controls],
+                    height=r,
+                    width=r,
+                    num_inference_steps=g.num_inference_steps,
+                    guidance_scale=g.guidance_scale,
+                    controlnet_conditioning_scale=g.controlnet_conditioning_scale,
+                    generator=[torch.Generator("cpu").manual_seed(int(s)) for s in seeds],
+                    output_type="np",
+                )
         finally:
             self.reuse_conditioning.clear()  # do not hold a batch's activations after it
         images = (np.clip(out.images[:n], 0.0, 1.0) * 255.0).round().astype(np.uint8)
@@ -206,15 +209,14 @@ class GenerateStage:
 
     def _generate_rows(self, batch: Batch, idx: list[int], images: np.ndarray, errors: list[str]) -> None:
         try:
-            with torch.inference_mode():
-                out = self._generate(
-                    [batch["product"][i] for i in idx],
-                    [batch["mask_image"][i] for i in idx],
-                    [batch["control_image"][i] for i in idx],
-                    [str(batch["prompt"][i]) for i in idx],
-                    [str(batch["negative_prompt"][i]) for i in idx],
-                    [int(batch["seed"][i]) for i in idx],
-                )
+            out = self._generate(
+                [batch["product"][i] for i in idx],
+                [batch["mask_image"][i] for i in idx],
+                [batch["control_image"][i] for i in idx],
+                [str(batch["prompt"][i]) for i in idx],
+                [str(batch["negative_prompt"][i]) for i in idx],
+                [int(batch["seed"][i]) for i in idx],
+            )
         except Exception as exc:  # the batch failed; isolate the failing rows by bisection
             if self.placement.device.type == "cuda":
                 torch.cuda.empty_cache()

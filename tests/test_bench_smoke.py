@@ -201,6 +201,26 @@ def test_gpu_generate_smoke_reports_every_field(tmp_path, shared_ray):
 
 @pytest.mark.slow
 @pytest.mark.ray
+def test_gpu_generate_pipeline_only_measures_the_pipeline_alone(tmp_path, shared_ray):
+    from bench.gpu_generate import parse_args
+
+    assert parse_args(["--pipeline-only"]).out.endswith("gpu_pipeline.json")  # not the full run's file
+    shared_ray.stop()
+    out = tmp_path / "pipe.json"
+    proc = run_module("bench.gpu_generate", "--smoke", "--pipeline-only", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["variants"]["rows"] == [] and result["stage"] is None
+    assert (
+        result["pipeline"]["images"] == result["plan"]["pipeline_items"]
+        and result["pipeline"]["images_per_s_steady"] > 0
+    )
+    assert result["goals"]["pipeline_vs_stage"]["value"] is None  # no stage in this run: no ratio to it
+    assert result["goals"]["pipeline_images_per_s"]["value"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.ray
 def test_cpu_pipeline_compares_both_paths_on_the_same_images(tmp_path, shared_ray):
     shared_ray.stop()  # the script starts its own local Ray
     out = tmp_path / "cpu.json"

@@ -158,3 +158,26 @@ def test_tiny_tokenizer_cuts_a_long_negative_prompt_without_a_false_warning(capf
     ids = tokenizer(negative, padding="max_length", max_length=77, truncation=True).input_ids
     assert len(ids) == 77 and ids[-1] == 49407
     assert "indexing errors" not in capfd.readouterr().err
+
+
+def test_warm_up_compiles_what_real_batches_run(tmp_path, cfg):
+    """A compiled actor's warm-up batch must leave nothing to compile for its first real batch."""
+    import torch
+    import torch._dynamo
+
+    small = cfg.model_copy(update={"generation": cfg.generation.model_copy(update={"batch_size": 2})})
+    stage = GenerateStage(small)
+    # The graphs torch.compile would build, without inductor's code generation (fast on CPU).
+    stage.pipe.unet = torch.compile(stage.pipe.unet, backend="eager", dynamic=False)
+    stage.pipe.controlnet = torch.compile(stage.pipe.controlnet, backend="eager", dynamic=False)
+    torch._dynamo.reset()
+    try:
+        stage._warm_up()
+        path = product_png(tmp_path, (90, 160, 40))
+        prepared = prepare_batch(work_batch([path] * 2, [0.6, 0.5], seeds=[7, 8]), small)
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            out = stage(prepared)
+    finally:
+        torch._dynamo.reset()
+    assert list(out["error"]) == ["", ""]
+    assert out["image"].std() > 0

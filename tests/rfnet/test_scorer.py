@@ -62,6 +62,18 @@ def test_score_numpy_matches_predict_proba(scorer):
     np.testing.assert_allclose(from_numpy, from_torch, atol=1e-6)
 
 
+def test_warm_up_scores_a_blank_batch_and_changes_nothing():
+    scorer = RFNetScorer("builtin:small", device="cpu")
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 255, (3, 96, 96, 3), dtype=np.uint8)
+    products = [product_on_canvas(96, s)[0] for s in (4, 5, 6)]
+    captions = ["a mug", "a lamp", "a shoe"]
+    before = scorer.score_numpy(images, products, captions)
+    assert scorer.warm_up() > 0
+    np.testing.assert_array_equal(scorer.score_numpy(images, products, captions), before)
+    assert ScoreStage("tiny", device="cpu").warm_up_s == 0.0  # CPU stages skip it
+
+
 def test_product_on_canvas_and_tight_cut_out_score_the_same(scorer):
     canvas, crop = product_on_canvas()
     images = np.random.default_rng(3).integers(0, 255, (1, 64, 64, 3), dtype=np.uint8)
