@@ -6,6 +6,8 @@ generation pipeline passes):
 
 - ``score_numpy``: the inspection path (uint8 in, product canonicalisation, maps, forward);
 - ``predict_proba`` with a gradient w.r.t. the image: RFFT's reward path (forward + backward);
+- the tensor operations one ``score_numpy`` call dispatches (views left out), at the batch and at
+  three times it: on a GPU each is a kernel launch, a cost per call rather than per image;
 - per-map cost per image: ``defocus`` and ``spectral_residual`` / ``frequency_tuned`` at 128 px,
   the product-match maps, the product search (`locate_product`), and the depth networks at their default size (``tiny_depth_anything``,
   ``depth_anything`` = Depth Anything Small, ``dpt`` = DPT ViT-B/16; random weights, same compute).
@@ -17,6 +19,7 @@ generation pipeline passes):
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +53,28 @@ def _inputs(batch: int, size: int = 128, canvas: int = 512, seed: int = 0):
     return images, products, captions
 
 
+def dispatched_ops(fn: Callable[[], Any]) -> int:
+    """Tensor operations ``fn`` runs, counted at torch's dispatcher, views left out: on a GPU each
+    is at least one kernel launch, so a count that does not grow with the batch is a per-call cost."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not func.is_view and func.overloadpacket.__name__ not in (
+                "empty",
+                "empty_strided",
+                "lift_fresh",
+            ):
+                Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return Count.n
+
+
 def bench_scoring(preset: str, batch: int, repeats: int) -> dict[str, Any]:
     from rfnet.scorer import RFNetScorer
 
@@ -66,6 +91,10 @@ def bench_scoring(preset: str, batch: int, repeats: int) -> dict[str, Any]:
 
     t_grad = _timed(reward_step, repeats)
     params = sum(p.numel() for p in scorer.model.parameters())
+    ops = {}
+    for n in (batch, 3 * batch):
+        inputs = _inputs(n)
+        ops[str(n)] = dispatched_ops(functools.partial(scorer.score_numpy, *inputs))
     return {
         "preset": preset,
         "batch": batch,
@@ -74,6 +103,7 @@ def bench_scoring(preset: str, batch: int, repeats: int) -> dict[str, Any]:
         "score_ms_per_img": 1000 * t_score / batch,
         "reward_grad_img_per_s": batch / t_grad,
         "reward_grad_ms_per_img": 1000 * t_grad / batch,
+        "score_ops_per_call": ops,  # at the batch and at three times it
     }
 
 
@@ -132,7 +162,7 @@ def main() -> None:
     path = write_json(args.out, result)
     print(
         format_table(
-            ["preset", "params", "batch", "score img/s", "ms/img", "reward (grad) img/s"],
+            ["preset", "params", "batch", "score img/s", "ms/img", "reward (grad) img/s", "ops per call"],
             [
                 [
                     r["preset"],
@@ -141,6 +171,7 @@ def main() -> None:
                     f"{r['score_img_per_s']:.1f}",
                     f"{r['score_ms_per_img']:.2f}",
                     f"{r['reward_grad_img_per_s']:.1f}",
+                    " / ".join(f"{v:,} (b{k})" for k, v in r["score_ops_per_call"].items()),
                 ]
                 for r in scoring
             ],

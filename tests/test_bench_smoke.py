@@ -322,3 +322,13 @@ def test_product_search_bench_reports_every_class(tmp_path):
     assert result["images"] == 6 and len(result["off_share_per_class"]) == 6
     assert 0.0 <= result["off_share"] <= 1.0
     assert result["exhaustive_ms_per_img"] > result["ms_per_img"] > 0
+
+
+def test_dispatched_ops_counts_operations_not_views():
+    import torch
+
+    from bench.rfnet_scoring import dispatched_ops
+
+    x = torch.ones(4, 4)
+    assert dispatched_ops(lambda: (x + 1).view(16)[2:].sum()) == 2  # add and sum; the view and slice are free
+    assert dispatched_ops(lambda: [x * k for k in range(5)]) == 5
