@@ -274,7 +274,7 @@ class GenerationConfig(ConfigBase):
     scheduler: SchedulerName = "ddim"
     device: str = "auto"  # see pipelines.device
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    compile: bool = False  # torch.compile UNet + ControlNet once per actor (GPU; ~90 s warm-up)
+    compile: bool = False  # torch.compile UNet + ControlNet once per actor (GPU; ~65 s on an H200)
     channels_last: bool = False  # memory format for UNet/ControlNet/VAE convolutions
     fuse_qkv: bool = False  # one q/k/v projection matmul per attention layer (exact up to rounding)
     batch_size: int = Field(16, ge=1)  # images per generation call (CFG doubles the UNet batch)
