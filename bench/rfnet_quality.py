@@ -62,6 +62,7 @@ ABLATIONS: dict[str, list[str]] = {
         "model.descriptor_support=false",
         "model.descriptor_attached=false",
         "model.descriptor_grain=false",
+        "model.descriptor_continuity=false",
         "model.descriptor_trees=0",
         "model.use_caption=false",
         "model.use_depth=false",
@@ -78,6 +79,7 @@ ABLATIONS: dict[str, list[str]] = {
         "model.descriptor_support=false",
         "model.descriptor_attached=false",
         "model.descriptor_grain=false",
+        "model.descriptor_continuity=false",
         "model.descriptor_trees=0",
     ],
 }

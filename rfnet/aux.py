@@ -1546,3 +1546,50 @@ def grain_descriptor(
     out = torch.stack(feats, dim=1)
     assert out.shape[1] == GRAIN_DESCRIPTOR_SIZE, out.shape
     return out.to(image.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The product's colour continuing across its outline (an extension of the descriptor).
+
+CONTINUITY_QUANTILES = (0.05, 0.15, 0.3)
+CONTINUITY_TOLERANCES = (0.05, 0.1)
+CONTINUITY_DESCRIPTOR_SIZE = 3 * (len(CONTINUITY_QUANTILES) + len(CONTINUITY_TOLERANCES))
+
+
+def continuity_descriptor(
+    image: torch.Tensor, placement: torch.Tensor, box: torch.Tensor, *, lab: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Where the scene just outside the outline has the product's colour: ``(B, CONTINUITY_DESCRIPTOR_SIZE)``.
+
+    Shape Hallucination continues the product across its outline (an extruded top or side, a knob,
+    a plinth in its colour); a product that stands out from its scene does not. Per pixel 2-3 px
+    outside the outline and above the base, the Lab distance to the product's own colour just inside
+    (the product's Lab blurred over its mask); over that ring, its top part (above 0.15 box heights
+    below the top) and the rest (the sides): the 5/15/30% quantiles of the distance and the share
+    of the ring under each of ``CONTINUITY_TOLERANCES`` (5 numbers each). Invariant to a horizontal
+    flip. Inputs as for :func:`product_descriptor`.
+    """
+    s = image.shape[-1]
+    dev = image.device
+    lab = unit_lab(image) if lab is None else lab
+    mask = (placement.float() > 0.5).float()
+    weight = gaussian_blur(mask, 2.0)
+    inside = gaussian_blur(lab * mask, 2.0) / (weight + 1e-4)
+    distance = _norm(lab - inside)
+    ring = (_dilate(mask, 7) - _dilate(mask, 3)) * (weight > 0.02).float()
+    _, y0, _, y1 = box.float().unbind(1)
+    h = (y1 - y0).clamp(min=1e-3)
+    rows = ((torch.arange(s, device=dev, dtype=torch.float32) + 0.5) / s).view(1, 1, s, 1)
+    ring = ring * (rows < (y1 - 0.06 * h).view(-1, 1, 1, 1)).float()
+    top = (rows < (y0 + 0.15 * h).view(-1, 1, 1, 1)).float()
+    q = torch.tensor(CONTINUITY_QUANTILES, device=dev)
+    feats: list[torch.Tensor] = []
+    for region in (ring, ring * top, ring * (1 - top)):
+        values = torch.where(region > 0, distance, torch.full_like(distance, float("nan"))).flatten(1)
+        feats.append(torch.nan_to_num(torch.nanquantile(values, q, dim=1).T, nan=1.0))
+        area = region.sum(dim=(1, 2, 3)) + 1.0
+        for tolerance in CONTINUITY_TOLERANCES:
+            feats.append((((distance < tolerance).float() * region).sum(dim=(1, 2, 3)) / area).unsqueeze(1))
+    out = torch.cat(feats, dim=1)
+    assert out.shape[1] == CONTINUITY_DESCRIPTOR_SIZE, out.shape
+    return out.to(image.dtype)

@@ -113,6 +113,9 @@ class RFNetConfig(ConfigBase):
     # Extend the descriptor with rfnet.aux.grain_descriptor (9 measurements of how fine the scene's
     # texture is in product heights, under, beside and above the product). Needs use_descriptor.
     descriptor_grain: bool = False
+    # Extend the descriptor with rfnet.aux.continuity_descriptor (15 measurements of where the scene
+    # just outside the product's outline has the product's colour). Needs use_descriptor.
+    descriptor_continuity: bool = False
     # Gradient-boosted trees over the raw descriptor (rfnet.trees): this many boosting rounds of one
     # tree per class, each tree complete to descriptor_tree_depth. The trainer fits them on the
     # training split before the first epoch and picks, at every validation, how much their class
@@ -199,6 +202,7 @@ class RFNetConfig(ConfigBase):
                 descriptor_support=True,
                 descriptor_attached=True,
                 descriptor_grain=True,
+                descriptor_continuity=True,
                 descriptor_trees=300,
                 global_size=64,
                 caption_encoder="bert_tiny",
@@ -235,6 +239,7 @@ class RFNetConfig(ConfigBase):
                 descriptor_support=False,
                 descriptor_attached=False,
                 descriptor_grain=False,
+                descriptor_continuity=False,
                 descriptor_trees=0,
                 global_size=None,
             ),
@@ -273,6 +278,10 @@ class RFNetConfig(ConfigBase):
             )
         if self.descriptor_grain and not self.use_descriptor:
             raise ValueError("descriptor_grain extends the product descriptor: it needs use_descriptor=True")
+        if self.descriptor_continuity and not self.use_descriptor:
+            raise ValueError(
+                "descriptor_continuity extends the product descriptor: it needs use_descriptor=True"
+            )
         if self.descriptor_trees and not self.use_descriptor:
             raise ValueError("descriptor_trees read the product descriptor: they need use_descriptor=True")
         if self.backbone != "compact" and self.aux_fusion == "channels" and self.backbone_source:
@@ -323,6 +332,7 @@ class RFNetConfig(ConfigBase):
         """Length of the raw descriptor the model reads (0 without ``use_descriptor``)."""
         from rfnet.aux import (
             ATTACHED_DESCRIPTOR_SIZE,
+            CONTINUITY_DESCRIPTOR_SIZE,
             DESCRIPTOR_SIZE,
             GRAIN_DESCRIPTOR_SIZE,
             INTEGRITY_DESCRIPTOR_SIZE,
@@ -339,6 +349,7 @@ class RFNetConfig(ConfigBase):
             + (SUPPORT_DESCRIPTOR_SIZE if self.descriptor_support else 0)
             + (ATTACHED_DESCRIPTOR_SIZE if self.descriptor_attached else 0)
             + (GRAIN_DESCRIPTOR_SIZE if self.descriptor_grain else 0)
+            + (CONTINUITY_DESCRIPTOR_SIZE if self.descriptor_continuity else 0)
         )
 
     @property

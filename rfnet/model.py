@@ -45,6 +45,7 @@ from rfnet.aux import (
     AuxExtractor,
     attached_descriptor,
     build_aux,
+    continuity_descriptor,
     crop_around,
     grain_descriptor,
     integrity_descriptor,
@@ -512,6 +513,8 @@ class RFNet(nn.Module):
             parts.append(attached_descriptor(image, placement, box, lab=lab))
         if self.config.descriptor_grain:
             parts.append(grain_descriptor(image, placement, box, lab=lab))
+        if self.config.descriptor_continuity:
+            parts.append(continuity_descriptor(image, placement, box, lab=lab))
         return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
 
     def set_descriptor_stats(self, raw: torch.Tensor) -> None:

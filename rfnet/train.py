@@ -363,11 +363,21 @@ def _dist_on() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def _collective_device() -> torch.device:
+    """Where the process group's collectives run: this worker's GPU under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_reduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
-    if _dist_on():
-        t = t.clone()
-        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
-    return t
+    """The sum (or max) of ``t`` over all workers, on ``t``'s device (``t`` itself without
+    torch.distributed); a copy travels to the backend's device and back."""
+    if not _dist_on():
+        return t
+    moved = t.detach().to(_collective_device(), copy=True)
+    dist.all_reduce(moved, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return moved.to(t.device)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -459,7 +469,7 @@ def broadcast(t: torch.Tensor) -> torch.Tensor:
     """Rank 0's ``t`` on every worker (``t`` itself without torch.distributed)."""
     if not _dist_on():
         return t
-    moved = t.detach().cpu().clone() if dist.get_backend() == "gloo" else t.detach().clone()
+    moved = t.detach().to(_collective_device(), copy=True)
     dist.broadcast(moved, src=0)
     return moved.to(t.device)
 
@@ -761,6 +771,8 @@ def fit_worker(config: dict[str, Any], session) -> None:
                 cfg.init_from,
                 f"; {len(kept)} keep their initialisation (e.g. {', '.join(kept[:3])})" if kept else "",
             )
+    # On the device before the optimizer exists: a resumed optimizer state then lands on it too.
+    model.to(device)
     torch.manual_seed(oc.seed * 1000 + rank)  # dropout: differs per worker, reproducible
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
@@ -792,7 +804,6 @@ def fit_worker(config: dict[str, Any], session) -> None:
             state["total_epochs"] = oc.epochs  # a rerun may extend the run; the budget re-plans below
             state["resumed_at"] = [*state.get("resumed_at", []), state["epoch"]]
             logger.info("resumed from epoch %d (best val macro F1 %.4f)", state["epoch"], state["best_f1"])
-    model.to(device)
     if world > 1:
         import ray.train.torch as rtt
 
@@ -861,7 +872,8 @@ def fit_worker(config: dict[str, Any], session) -> None:
         epoch = state["epoch"]
         t0 = time.time()
         model.train()
-        loss_sum = torch.zeros((), dtype=torch.float64)
+        # Summed on the loss's device (no host sync per step), read once per epoch.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for b in data.train_batches(epoch):
             factor = lr_factor(state["step"], warmup_steps, state["total_epochs"] * steps_per_epoch)
             for group in optimizer.param_groups:

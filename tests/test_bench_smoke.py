@@ -279,6 +279,7 @@ def test_rfnet_ablations_are_valid_small_configs():
             cfg.descriptor_support,
             cfg.descriptor_attached,
             cfg.descriptor_grain,
+            cfg.descriptor_continuity,
         )
         assert cfg.use_descriptor == all(parts) == any(parts) == (name == "all")
         assert bool(cfg.descriptor_trees) == (name == "all")
@@ -332,3 +333,34 @@ def test_dispatched_ops_counts_operations_not_views():
     x = torch.ones(4, 4)
     assert dispatched_ops(lambda: (x + 1).view(16)[2:].sum()) == 2  # add and sum; the view and slice are free
     assert dispatched_ops(lambda: [x * k for k in range(5)]) == 5
+
+
+def test_gpu_train_check_reads_each_step_and_the_gpu_memory(tmp_path, monkeypatch):
+    from bench.gpu_rfnet_train import GpuMemory, run_step
+
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 1234\necho 77\n")  # one line per card: the largest counts
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    with GpuMemory(interval_s=0.05) as memory:
+        time.sleep(0.2)
+    assert memory.peak_mib == 1234
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    with GpuMemory(interval_s=0.05) as memory:
+        pass
+    assert memory.peak_mib is None
+
+    script = (
+        "print('resumed from epoch 2 (best val macro F1 0.5)');"
+        "print('epoch 3/4: train loss 0.4, val loss 0.5, val macro F1 0.6 (best 0.6 @ 3), 1.5 s');"
+        "print('epoch 4/4: train loss 0.3, val loss 0.4, val macro F1 0.7 (best 0.7 @ 4), 0.8 s');"
+        'print(\'{"val_macro_f1": 0.7, "epochs": 4}\')'
+    )
+    step = run_step("resume", [sys.executable, "-c", script], str(tmp_path))
+    assert step["rc"] == 0 and step["summary"] == {"val_macro_f1": 0.7, "epochs": 4}
+    assert step["resumed_from_epoch"] == 2 and step["epoch_s"] == {3: 1.5, 4: 0.8}
+    failed = run_step(
+        "fails", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], str(tmp_path)
+    )
+    assert failed["rc"] == 3 and failed["summary"] is None and "boom" in failed["log_tail"]

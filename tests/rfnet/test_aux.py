@@ -534,3 +534,30 @@ def test_locate_product_does_not_settle_for_a_small_copy_inside_a_plain_product(
         height = float(box[0, 3] - box[0, 1])
         assert float(small[0, 3] - small[0, 1]) < 0.3, "the case no longer shows the small-copy failure"
         assert 0.55 < height < 0.7 and float(error) < 0.01  # the vase is ~80 px of 128
+
+
+def test_continuity_descriptor_finds_the_product_colour_continuing_past_its_outline():
+    from rfnet.aux import CONTINUITY_DESCRIPTOR_SIZE, continuity_descriptor
+
+    size = 128
+    scene = np.full((size, size, 3), (0.55, 0.6, 0.7), np.float32)  # a pale blue wall
+    scene[90:] = (0.6, 0.45, 0.3)  # a wooden table
+    scene[40:90, 54:74] = (0.8, 0.15, 0.1)  # a red product standing on it
+    placement = torch.zeros(1, 1, size, size)
+    placement[..., 40:90, 54:74] = 1.0
+    box = torch.tensor([[54, 40, 74, 90]], dtype=torch.float32) / size
+    grown = scene.copy()
+    grown[30:40, 58:70] = (0.8, 0.15, 0.1)  # the scene continues the product's top in its colour
+
+    def read(picture: np.ndarray) -> torch.Tensor:
+        image = torch.from_numpy(picture).permute(2, 0, 1).unsqueeze(0)
+        d = continuity_descriptor(image, placement, box)
+        assert d.shape == (1, CONTINUITY_DESCRIPTOR_SIZE) and torch.isfinite(d).all()
+        mirrored = torch.stack([1 - box[:, 2], box[:, 1], 1 - box[:, 0], box[:, 3]], dim=1)
+        torch.testing.assert_close(continuity_descriptor(image.flip(-1), placement.flip(-1), mirrored), d)
+        return d[0]  # (ring, top, sides) x (quantiles 5/15/30 %, shares under 0.05 / 0.1)
+
+    plain, extruded = read(scene), read(grown)
+    assert plain[3] == 0 and plain[0] > 0.3  # nothing outside the outline has the product's colour
+    assert extruded[5] < 0.05 and extruded[8] > 0.2  # above the top: the product's red goes on
+    assert extruded[10:] == pytest.approx(plain[10:].tolist(), abs=1e-6)  # the sides did not change

@@ -210,14 +210,15 @@ def test_presets_derive_and_validate():
     with pytest.raises(ConfigError, match="divisible"):
         load_config(RFNetConfig, preset="small", overrides={"fusion_heads": 3})
     # The descriptor's parts: product (46) + scene (38) + picture integrity (18) + support (30)
-    # + attached matter (10) + grain (9) numbers.
-    assert small.descriptor_size == 46 + 38 + 18 + 30 + 10 + 9
+    # + attached matter (10) + grain (9) + continuity across the outline (15) numbers.
+    assert small.descriptor_size == 46 + 38 + 18 + 30 + 10 + 9 + 15
     parts = (
         "descriptor_scene",
         "descriptor_integrity",
         "descriptor_support",
         "descriptor_attached",
         "descriptor_grain",
+        "descriptor_continuity",
     )
     for part in parts:
         alone = {"use_descriptor": False, **{p: p == part for p in parts}}
