@@ -45,7 +45,7 @@ from rfnet.checkpoint import LoadedRFNet, load_rfnet, update_meta
 from rfnet.config import EvaluateConfig
 from rfnet.data import read_rf1m, split_samples
 from rfnet.labels import AVAILABLE, DISPLAY_NAMES, LABELS, NUM_CLASSES
-from rfnet.train import Examples, explicit_splits, load_examples
+from rfnet.train import Examples, PrepProgress, explicit_splits, load_examples
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +138,7 @@ def predict_examples(loaded: LoadedRFNet, data: Examples, batch_size: int) -> np
     """Class probabilities ``(N, 6)`` of decoded examples (the preprocessing of training)."""
     model, placement = loaded.model, loaded.placement
     out = np.zeros((len(data), NUM_CLASSES), np.float32)
+    report = PrepProgress("scoring", len(data))
     with torch.inference_mode():
         for start in range(0, len(data), batch_size):
             idx = np.arange(start, min(start + batch_size, len(data)))
@@ -150,6 +151,7 @@ def predict_examples(loaded: LoadedRFNet, data: Examples, batch_size: int) -> np
                     model.tokenize(b["caption"]),
                 )
             out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            report(int(idx[-1]) + 1)
     return out
 
 
@@ -205,7 +207,11 @@ def evaluate_rfnet(cfg: EvaluateConfig) -> dict[str, Any]:
     samples, split_info = select_samples(cfg, loaded, root)
     mc = loaded.config
     data = load_examples(
-        samples, image_size=mc.image_size, product_size=mc.product_size, threads=cfg.load_threads
+        samples,
+        image_size=mc.image_size,
+        product_size=mc.product_size,
+        threads=cfg.load_threads,
+        progress=True,
     )
     if len(data) == 0:
         raise ConfigError(f"none of the {len(samples)} selected samples in {root!r} could be decoded")

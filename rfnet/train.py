@@ -72,6 +72,8 @@ STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 EMA_FILE = "ema.safetensors"
 MODEL_FILE = "model.safetensors"
+# Data preparation before the first epoch logs its progress at most this often (seconds).
+PROGRESS_INTERVAL_S = 30.0
 # Folds of the descriptor trees' out-of-fold training scores (descriptor_tree_mix="offset").
 TREE_FOLDS = 5
 # Mixing weights of the descriptor trees tried at every validation (RFNet.mix_trees).
@@ -253,16 +255,44 @@ class Examples:
         return out
 
 
+class PrepProgress:
+    """Logs ``done / total`` of a step over examples at most every :data:`PROGRESS_INTERVAL_S`
+    (nothing for a step that ends sooner): decoding, the maps or scoring of 100k images take many
+    minutes before anything else is logged."""
+
+    def __init__(self, what: str, total: int, enabled: bool = True) -> None:
+        self.what, self.total, self.enabled = what, total, enabled
+        self.started = self.last = time.monotonic()
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self.last < PROGRESS_INTERVAL_S or done >= self.total:
+            return
+        self.last = now
+        rate = done / max(now - self.started, 1e-9)
+        eta = (self.total - done) / rate if rate > 0 else float("nan")
+        logger.info(
+            "%s: %d/%d examples (%.0f%%), %.1f/s, about %.0f s left",
+            self.what, done, self.total, 100.0 * done / max(self.total, 1), rate, eta,
+        )  # fmt: skip
+
+
 def precompute_maps(
-    model: RFNet, data: Examples, device: torch.device, batch_size: int = 64, descriptor: bool = False
+    model: RFNet,
+    data: Examples,
+    device: torch.device,
+    batch_size: int = 64,
+    descriptor: bool = False,
+    progress: bool = False,
 ) -> None:
     """Compute the depth / saliency / match maps of every example once and keep them as uint8.
 
     They are functions of the (unaugmented) image and product only, so computing them per epoch
     would repeat the same work; flips and shifts are applied to them like to the image.
     ``descriptor``: also the raw product descriptor of each example (``data.desc``), from the
-    full-precision maps.
+    full-precision maps. ``progress``: log how far it got every :data:`PROGRESS_INTERVAL_S`.
     """
+    report = PrepProgress("maps and measurements", len(data), enabled=progress)
     chunks, boxes, descs = [], [], []
     names: tuple[str, ...] = ()
     channels: tuple[int, ...] = ()
@@ -284,6 +314,7 @@ def precompute_maps(
             channels = tuple(int(m.shape[1]) for m in maps.values())
             stacked = torch.cat(list(maps.values()), dim=1)
             chunks.append((stacked.clamp(0, 1) * 255.0).round().to(torch.uint8).cpu())
+            report(start + len(b["label"]))
     if chunks:
         data.maps, data.map_names, data.map_channels = torch.cat(chunks), names, channels
     if boxes:
@@ -292,8 +323,11 @@ def precompute_maps(
         data.desc = torch.cat(descs)
 
 
-def load_examples(samples: list[Sample], *, image_size: int, product_size: int, threads: int) -> Examples:
-    """Decode ``samples`` in a thread pool; unreadable ones are skipped, counted and logged."""
+def load_examples(
+    samples: list[Sample], *, image_size: int, product_size: int, threads: int, progress: bool = False
+) -> Examples:
+    """Decode ``samples`` in a thread pool; unreadable ones are skipped, counted and logged.
+    ``progress``: log how far it got every :data:`PROGRESS_INTERVAL_S`."""
     image = np.zeros((len(samples), image_size, image_size, 3), np.uint8)
     product = np.zeros((len(samples), product_size, product_size, 4), np.uint8)
     has_product = np.zeros(len(samples), bool)
@@ -310,8 +344,13 @@ def load_examples(samples: list[Sample], *, image_size: int, product_size: int, 
         ok[i] = True
         return None
 
+    report = PrepProgress("decoding", len(samples), enabled=progress)
+    errors = []
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        errors = [e for e in pool.map(one, range(len(samples))) if e]
+        for i, error in enumerate(pool.map(one, range(len(samples)))):
+            if error:
+                errors.append(error)
+            report(i + 1)
     for e in errors[:5]:
         logger.warning("skipped: %s", e)
     if errors:
@@ -524,16 +563,18 @@ class MemoryData:
     ):
         self.cfg, self.device, self.rank, self.world = cfg, device, session.rank, session.world
         mc, threads = cfg.model, cfg.data.load_threads
+        chatty = self.rank == 0  # every worker prepares the same training set: one reports
         self.train = load_examples(
             [Sample(**s) for s in config["train"]],
             image_size=mc.image_size,
             product_size=mc.product_size,
             threads=threads,
+            progress=chatty,
         )
         val = [Sample(**s) for s in config["val"]][self.rank :: self.world]
         self.val = load_examples(val, image_size=mc.image_size, product_size=mc.product_size, threads=threads)
         once = cfg.data.cache_descriptor
-        precompute_maps(model, self.train, device, descriptor=once)
+        precompute_maps(model, self.train, device, descriptor=once, progress=chatty)
         precompute_maps(model, self.val, device, descriptor=once)
         self.skipped = self.train.skipped + self.val.skipped
         if len(self.train) < cfg.optim.batch_size:

@@ -420,3 +420,39 @@ def test_cached_descriptor_follows_the_augmented_box(tiny_set):
         maps = model.aux_maps(b["image"], b["product"], b["has_product"])
         direct = model.raw_descriptor(b["image"], maps)
     torch.testing.assert_close(b["maps"]["descriptor"], direct, atol=1e-4, rtol=1e-4)
+
+
+def test_data_preparation_reports_progress_on_rank_zero_only(tiny_set, monkeypatch, caplog):
+    """Decoding and the maps of a large set take minutes before the first epoch: rank 0 logs how far
+    they got (at most every PROGRESS_INTERVAL_S; here every step), the other workers stay quiet."""
+    import logging
+
+    from rfnet import train
+    from rfnet.model import build_rfnet
+
+    cfg = load_config(TrainRFNetConfig, preset="tiny", overrides={"data.root": tiny_set, "out": "unused"})
+    train_split, val, _ = train.prepare_split(cfg)
+    config = {"train": train._sample_dicts(train_split), "val": train._sample_dicts(val)}
+    model = build_rfnet(cfg.model, seed=0).eval()
+    monkeypatch.setattr(train, "PROGRESS_INTERVAL_S", 0.0)
+    n = len(train_split)
+
+    def progress_lines(run) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="rfnet.train"):
+            run()
+        return [r.getMessage() for r in caplog.records if "examples (" in r.getMessage()]
+
+    class Worker:
+        def __init__(self, rank: int) -> None:
+            self.rank, self.world = rank, 2
+
+    assert progress_lines(lambda: train.MemoryData(cfg, config, Worker(1), model, "cpu")) == []
+    lines = progress_lines(lambda: train.MemoryData(cfg, config, Worker(0), model, "cpu"))
+    assert lines and all(line.startswith("decoding: ") and f"/{n} examples" in line for line in lines)
+    assert f"decoding: 1/{n} examples" in lines[0]  # the training set; the validation set stays quiet
+
+    examples = train.load_examples(train_split, image_size=32, product_size=16, threads=1)
+    lines = progress_lines(lambda: train.precompute_maps(model, examples, "cpu", batch_size=4, progress=True))
+    steps = [int(line.split(": ")[1].split("/")[0]) for line in lines]
+    assert steps == list(range(4, n, 4))  # every batch but the last: the end needs no report
