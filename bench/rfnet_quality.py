@@ -47,41 +47,29 @@ import cv2
 import numpy as np
 
 from bench.common import RESULTS_DIR, command_line, format_table, loadavg, machine, write_json
+from rfnet.config import DESCRIPTOR_EXTENSIONS
 from rfnet.labels import LABELS
 
+# Everything built on the product image: the product encoder, its match maps and placement, the
+# centred view, and the descriptor with all its extensions and trees.
+_NO_PRODUCT = [
+    "model.use_product=false",
+    "model.use_product_match=false",
+    "model.use_placement=false",
+    "model.local_view=false",
+    "model.use_descriptor=false",
+    *(f"model.{flag}=false" for flag in DESCRIPTOR_EXTENSIONS),
+    "model.descriptor_trees=0",
+]
 ABLATIONS: dict[str, list[str]] = {
     "all": [],
     "image_only": [
-        "model.use_product=false",
-        "model.use_product_match=false",
-        "model.use_placement=false",
-        "model.local_view=false",
-        "model.use_descriptor=false",
-        "model.descriptor_scene=false",
-        "model.descriptor_integrity=false",
-        "model.descriptor_support=false",
-        "model.descriptor_attached=false",
-        "model.descriptor_grain=false",
-        "model.descriptor_continuity=false",
-        "model.descriptor_trees=0",
+        *_NO_PRODUCT,
         "model.use_caption=false",
         "model.use_depth=false",
         "model.use_saliency=false",
     ],
-    "no_product": [
-        "model.use_product=false",
-        "model.use_product_match=false",
-        "model.use_placement=false",
-        "model.local_view=false",
-        "model.use_descriptor=false",
-        "model.descriptor_scene=false",
-        "model.descriptor_integrity=false",
-        "model.descriptor_support=false",
-        "model.descriptor_attached=false",
-        "model.descriptor_grain=false",
-        "model.descriptor_continuity=false",
-        "model.descriptor_trees=0",
-    ],
+    "no_product": _NO_PRODUCT,
 }
 
 

@@ -48,6 +48,17 @@ def _dict(**kwargs: Any) -> dict[str, Any]:
     return kwargs
 
 
+# Flags that add measurements to the product descriptor (rfnet.aux); each needs use_descriptor.
+DESCRIPTOR_EXTENSIONS = (
+    "descriptor_scene",
+    "descriptor_integrity",
+    "descriptor_support",
+    "descriptor_attached",
+    "descriptor_grain",
+    "descriptor_continuity",
+)
+
+
 class RFNetConfig(ConfigBase):
     """Architecture of RFNet. Defaults are the paper's design; presets change what differs."""
 
@@ -262,26 +273,9 @@ class RFNetConfig(ConfigBase):
             raise ValueError(
                 "use_descriptor describes the located product: it needs use_placement and use_product_match"
             )
-        if self.descriptor_scene and not self.use_descriptor:
-            raise ValueError("descriptor_scene extends the product descriptor: it needs use_descriptor=True")
-        if self.descriptor_integrity and not self.use_descriptor:
-            raise ValueError(
-                "descriptor_integrity extends the product descriptor: it needs use_descriptor=True"
-            )
-        if self.descriptor_support and not self.use_descriptor:
-            raise ValueError(
-                "descriptor_support extends the product descriptor: it needs use_descriptor=True"
-            )
-        if self.descriptor_attached and not self.use_descriptor:
-            raise ValueError(
-                "descriptor_attached extends the product descriptor: it needs use_descriptor=True"
-            )
-        if self.descriptor_grain and not self.use_descriptor:
-            raise ValueError("descriptor_grain extends the product descriptor: it needs use_descriptor=True")
-        if self.descriptor_continuity and not self.use_descriptor:
-            raise ValueError(
-                "descriptor_continuity extends the product descriptor: it needs use_descriptor=True"
-            )
+        for extension in DESCRIPTOR_EXTENSIONS:
+            if getattr(self, extension) and not self.use_descriptor:
+                raise ValueError(f"{extension} extends the product descriptor: it needs use_descriptor=True")
         if self.descriptor_trees and not self.use_descriptor:
             raise ValueError("descriptor_trees read the product descriptor: they need use_descriptor=True")
         if self.backbone != "compact" and self.aux_fusion == "channels" and self.backbone_source:
