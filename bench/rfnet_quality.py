@@ -1,4 +1,4 @@
-"""RFNet quality protocol: train ``small`` on CPU, evaluate on the held-out split, ablate modalities.
+"""RFNet quality protocol: train ``small`` on CPU, evaluate on the held-out test split, ablate modalities.
 
 Runs the same commands an operator would (``reliable-ad train-rfnet --preset small`` then
 ``reliable-ad evaluate``) as subprocesses, so the wall clock includes Python and Ray start-up,
@@ -323,7 +323,7 @@ def _cli() -> list[str]:
 
 
 def run_protocol(data: str, work: str, extra: list[str], max_minutes: float | None) -> dict[str, Any]:
-    """train-rfnet --preset small, then evaluate on its held-out split; wall clock and eval.json."""
+    """train-rfnet --preset small, then evaluate on the test split it held out; wall clock and eval.json."""
     model, evaluation = os.path.join(work, "model"), os.path.join(work, "eval")
     train = [
         *_cli(),
@@ -363,6 +363,10 @@ def run_protocol(data: str, work: str, extra: list[str], max_minutes: float | No
         "best_epoch": meta["train"]["best_epoch"],
         "epochs": epochs,
         "macro_f1": report["macro_f1"],
+        "eval_split": report["split"]["mode"],
+        # the best epoch's validation score: what chose the epoch and the tree weight (above the
+        # test score by the luck of that choice)
+        "val_macro_f1": meta["train"].get("val_macro_f1"),
         "per_class_f1": {k: v["f1"] for k, v in report["per_class"].items()},
         "available_ap": report["available"]["ap"],
         "n_eval": report["n"],
@@ -378,7 +382,12 @@ def main() -> None:
         default="synthetic,alt",
         help="comma list of synthetic, synthetic-real, alt, studio, lifestyle",
     )
-    parser.add_argument("--n-per-class", type=int, default=350, help="images per class (15 %% are held out)")
+    parser.add_argument(
+        "--n-per-class",
+        type=int,
+        default=350,
+        help="images per class (15 %% are held out for the test, 15 %% of the rest validate)",
+    )
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=7, help="data seed (not a seed RFNet was tuned on)")
     parser.add_argument(

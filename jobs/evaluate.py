@@ -4,8 +4,9 @@
 
 Writes ``OUT/eval.json`` (macro F1, per-class precision / recall / F1 / support, Available
 precision / recall / F1 / AP, the confusion matrix, the chosen accept threshold) and
-``OUT/confusion.png``. By default only the held-out split the checkpoint was trained with is
-scored (see ``rfnet.evaluate``); ``--set split=all`` scores every labelled sample.
+``OUT/confusion.png``. By default only the test split the checkpoint held out from training is
+scored (see ``rfnet.evaluate``); ``--split val`` scores its validation split, ``--split all``
+every labelled sample.
 ``--write-threshold`` stores the chosen threshold in the checkpoint, where every scorer picks it up.
 """
 
@@ -26,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="labelled RF1M-layout directory or s3:// prefix")
     parser.add_argument("--out", help="output directory for eval.json and confusion.png")
     parser.add_argument(
-        "--split", choices=["auto", "val", "all"], help="which samples to score (default auto)"
+        "--split", choices=["auto", "test", "val", "all"], help="which samples to score (default auto)"
     )
     parser.add_argument(
         "--target-precision", type=float, help="precision on Available the accept threshold must reach"

@@ -67,6 +67,7 @@ def main(cfg: TrainRFNetConfig) -> int:
         "epochs": result.epochs,
         "n_train": result.n_train,
         "n_val": result.n_val,
+        "n_test": result.n_test,
         "wall_s": round(time.time() - STARTED, 1),
     }
     print(json.dumps(summary))

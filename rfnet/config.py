@@ -363,9 +363,12 @@ class TrainDataConfig(ConfigBase):
     """Which samples are trained on and how they are loaded."""
 
     root: str | None = None  # RF1M-layout directory or s3:// prefix (--data)
-    val_fraction: float = Field(
-        0.15, ge=0.0, lt=1.0
-    )  # held-out share (rfnet.data.split_samples, by image-path hash)
+    # A set with one label file is split three ways by image-path hash (rfnet.data.holdout_split):
+    # test_fraction of it is held out from training AND from every choice made on validation (the
+    # epoch, the tree weight); `evaluate` scores it by default. val_fraction of the rest validates.
+    # test_fraction=0: no test share (evaluate then scores the validation share).
+    val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     split_seed: int = Field(
         0, ge=0
     )  # seed of the split hash; recorded in the checkpoint so evaluate reproduces it
@@ -528,10 +531,11 @@ class EvaluateConfig(ConfigBase):
     rfnet: str | None = None  # RFNet checkpoint dir / s3:// prefix / "tiny" (--rfnet)
     data: str | None = None  # RF1M-layout directory or s3:// prefix (--data)
     out: str | None = None  # output directory (local or s3://) for eval.json and confusion.png (--out)
-    # Which samples are scored. "auto": the validation split the checkpoint was trained with (its
-    # split parameters are in its meta.json), or every labelled sample if the checkpoint records none.
-    # "val": that validation split (error if unknown). "all": every labelled sample.
-    split: Literal["auto", "val", "all"] = "auto"
+    # Which samples are scored. "auto": the set's test file if it has split files; else the test
+    # split the checkpoint held out (its split parameters are in its meta.json), or its validation
+    # split if it held out no test split; every labelled sample if the checkpoint records no split.
+    # "test" / "val": that split (error if there is none). "all": every labelled sample.
+    split: Literal["auto", "test", "val", "all"] = "auto"
     target_precision: float = Field(
         0.9, gt=0.0, le=1.0
     )  # accept threshold: lowest p_available reaching this precision on Available

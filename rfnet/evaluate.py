@@ -3,14 +3,16 @@
 ``reliable-ad evaluate --rfnet DIR --data DIR --out DIR`` calls :func:`evaluate_rfnet`:
 
 1. **Which samples.** A set with split label files (``test.txt``, ``val.txt``, ...; see
-   docs/data.md) is scored on its test file (``split="auto"``) or validation file
-   (``split="val"``). Otherwise, ``split="auto"`` (default): if the checkpoint's ``meta.json`` records the
-   split it was trained with (``train-rfnet`` writes ``split.val_fraction``, ``split.seed``,
-   ``split.max_samples``), the same :func:`rfnet.data.split_samples` call reproduces its held-out
-   validation split, and only that is scored; the split hashes image paths relative to the set's
-   root, so a copied or moved set (local -> s3://) splits the same way. A checkpoint without split
-   parameters (or ``split="all"``) scores every labelled sample. ``split="val"`` insists on the
-   held-out split and fails if the checkpoint does not say what it was.
+   docs/data.md) is scored on its test file (``split="auto"`` or ``"test"``) or validation file
+   (``split="val"``). Otherwise the checkpoint's ``meta.json`` says how ``train-rfnet`` split the
+   set (``split.val_fraction``, ``split.test_fraction``, ``split.seed``, ``split.max_samples``) and
+   the same :func:`rfnet.data.holdout_split` call reproduces it: ``split="auto"`` (default) scores
+   the test share, which nothing in training saw or chose by (a checkpoint that held out none, e.g.
+   one trained with ``test_fraction=0``, is scored on its validation share, which chose its epoch:
+   slightly optimistic). The split hashes image paths relative to the set's root, so a copied or
+   moved set (local -> s3://) splits the same way. A checkpoint without split parameters (or
+   ``split="all"``) scores every labelled sample; ``split="test"`` / ``"val"`` insist on that
+   share and fail if there is none.
 2. **Scoring.** Samples are decoded exactly as in training (``rfnet.data.load_example``) and scored
    in batches on the configured device.
 3. **Metrics** (:func:`build_report`, a pure function): macro F1 and per-class precision / recall /
@@ -43,7 +45,7 @@ from pipelines.device import autocast
 from rfnet import metrics
 from rfnet.checkpoint import LoadedRFNet, load_rfnet, update_meta
 from rfnet.config import EvaluateConfig
-from rfnet.data import read_rf1m, split_samples
+from rfnet.data import holdout_split, read_rf1m, split_samples
 from rfnet.labels import AVAILABLE, DISPLAY_NAMES, LABELS, NUM_CLASSES
 from rfnet.train import Examples, PrepProgress, explicit_splits, load_examples
 
@@ -164,11 +166,25 @@ def select_samples(cfg: EvaluateConfig, loaded: LoadedRFNet, root: str) -> tuple
     if not labelled:
         raise ConfigError(f"--data {root!r} holds no labelled samples; {index.summary()}")
     splits = explicit_splits(index)
-    if cfg.split != "all":
-        for role in ("test", "val") if cfg.split == "auto" else ("val",):
+    if splits and cfg.split != "all":
+        roles = {"auto": ("test", "val"), "test": ("test",), "val": ("val",)}[cfg.split]
+        for role in roles:
             if role in splits and splits[role][1]:
                 name, samples = splits[role]
                 return samples, {"mode": role, "file": name, "n_labelled": len(labelled)}
+        split = loaded.meta.get("split") if isinstance(loaded.meta.get("split"), dict) else {}
+        if cfg.split == "val" and "train" in splits and split.get("val_fraction") is not None:
+            # no validation file: training validated on a hash split of the train file; redo it
+            _, val = split_samples(splits["train"][1], float(split["val_fraction"]), int(split["seed"]))
+            return val, {
+                "mode": "val",
+                "file": splits["train"][0],
+                "val_fraction": split["val_fraction"],
+                "seed": split["seed"],
+                "n_labelled": len(labelled),
+            }
+        if cfg.split != "auto":
+            raise ConfigError(f"--data {root!r} has split files but no labelled {cfg.split} file")
     split = loaded.meta.get("split") if isinstance(loaded.meta.get("split"), dict) else None
     if split is not None and split.get("val_fraction") is None:
         split = None  # trained on split files, which this set does not have: no held-out split to redo
@@ -176,22 +192,30 @@ def select_samples(cfg: EvaluateConfig, loaded: LoadedRFNet, root: str) -> tuple
         return labelled, {"mode": "all", "n_labelled": len(labelled)}
     if split is None:
         raise ConfigError(
-            f"split='val' needs the checkpoint's split parameters, but {cfg.rfnet!r} has no split in meta.json; "
-            "use --set split=all"
+            f"split={cfg.split!r} needs the checkpoint's split parameters, but {cfg.rfnet!r} has no split in "
+            "meta.json; use --set split=all"
+        )
+    test_fraction = float(split.get("test_fraction") or 0.0)  # absent: a checkpoint from before test splits
+    role = ("test" if test_fraction else "val") if cfg.split == "auto" else cfg.split
+    if role == "test" and not test_fraction:
+        raise ConfigError(
+            f"{cfg.rfnet!r} held out no test split (test_fraction=0 in meta.json); use --set split=val or split=all"
         )
     samples = labelled
     cap = split.get("max_samples")
     if cap is not None and len(samples) > cap:
         samples, _ = split_samples(samples, 1.0 - cap / len(samples), int(split["seed"]) + 1)
-    _, val = split_samples(samples, float(split["val_fraction"]), int(split["seed"]))
-    if not val:
+    _, val, test = holdout_split(samples, float(split["val_fraction"]), test_fraction, int(split["seed"]))
+    chosen = test if role == "test" else val
+    if not chosen:
         raise ConfigError(
-            f"the checkpoint's split (val_fraction={split['val_fraction']}) leaves no validation samples in "
-            f"{root!r}; use --set split=all"
+            f"the checkpoint's split (val_fraction={split['val_fraction']}, test_fraction={test_fraction}) "
+            f"leaves no {role} samples in {root!r}; use --set split=all"
         )
-    return val, {
-        "mode": "val",
+    return chosen, {
+        "mode": role,
         "val_fraction": split["val_fraction"],
+        "test_fraction": test_fraction,
         "seed": split["seed"],
         "trained_on": split.get("data_root"),
         "n_labelled": len(labelled),

@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
         "init_from": None,  # from random weights
         "resume": False,
         "optim.max_train_minutes": args.minutes,
+        # the generator can always draw more images to test on: every drawn image trains or validates
+        "data.test_fraction": 0.0,
         **dict(parse_assignment(a) for a in args.set),
     }
     cfg = load_config(TrainRFNetConfig, preset=args.preset, assignments=assignments)

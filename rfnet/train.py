@@ -1,8 +1,9 @@
 """Training RFNet on Ray Train (``TorchTrainer``, DDP over N workers, CPU or GPU).
 
 ``reliable-ad train-rfnet --data DIR --out DIR`` calls :func:`train_rfnet`. The driver reads the
-RF1M-layout set, splits it (:func:`rfnet.data.split_samples`, by image-path hash, so evaluation can
-reproduce the split from the parameters stored in the checkpoint) and starts one Ray Train run;
+RF1M-layout set, splits it into train / validation / test (:func:`rfnet.data.holdout_split`, by
+image-path hash, so evaluation can reproduce the split from the parameters stored in the
+checkpoint; the test share is never trained or selected on) and starts one Ray Train run;
 each worker runs :func:`train_loop_per_worker`:
 
 - **data**: ``loader="memory"``: every worker decodes the train set once into RAM (and its share
@@ -60,7 +61,7 @@ from pipelines.device import autocast, place
 from rfnet import metrics
 from rfnet.checkpoint import init_from, save_rfnet
 from rfnet.config import AugmentConfig, OptimConfig, TrainRFNetConfig
-from rfnet.data import ExampleError, Sample, load_example, read_rf1m, split_samples
+from rfnet.data import ExampleError, Sample, holdout_split, load_example, read_rf1m, split_samples
 from rfnet.labels import LABELS, NUM_CLASSES
 from rfnet.model import RFNet, build_rfnet
 from rfnet.trees import TreeParams, fit_trees
@@ -1072,6 +1073,7 @@ class TrainResult:
     epochs: int
     n_train: int
     n_val: int
+    n_test: int = 0  # held out for evaluate (the test share or test file); 0 if none
 
 
 def ensure_ray(address: str | None, num_cpus: int | None) -> None:
@@ -1113,7 +1115,8 @@ def prepare_split(cfg: TrainRFNetConfig) -> tuple[list[Sample], list[Sample], di
 
     A set with split files trains on ``train.txt`` and validates on its validation file (or, without
     one, on a hash split of ``train.txt``); ``test.txt`` is never trained or validated on. A set
-    with one label file is split by :func:`rfnet.data.split_samples`.
+    with one label file is split three ways by :func:`rfnet.data.holdout_split`: its test share is
+    left for ``evaluate`` and is read by nothing here.
     """
     root = storage.normalize(cfg.data.root)
     index = read_rf1m(root)
@@ -1138,6 +1141,7 @@ def prepare_split(cfg: TrainRFNetConfig) -> tuple[list[Sample], list[Sample], di
                 "max_samples": None,
                 "n_train": len(train),
                 "n_val": len(val),
+                "n_test": len(splits["test"][1]) if "test" in splits else 0,
             }
         }
         return train, val, meta
@@ -1148,16 +1152,25 @@ def prepare_split(cfg: TrainRFNetConfig) -> tuple[list[Sample], list[Sample], di
         # By split hash order, so a capped set is a stable subset.
         keep, _ = split_samples(labelled, 1.0 - cfg.data.max_samples / len(labelled), cfg.data.split_seed + 1)
         labelled = keep
-    train, val = split_samples(labelled, cfg.data.val_fraction, cfg.data.split_seed)
+    train, val, test = holdout_split(
+        labelled, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed
+    )
+    if not train:
+        raise ConfigError(
+            f"--data {root!r}: the split (test_fraction={cfg.data.test_fraction}, "
+            f"val_fraction={cfg.data.val_fraction}) leaves no training samples of {len(labelled)}"
+        )
     counts = np.bincount([s.label for s in train], minlength=NUM_CLASSES)
     split_meta = {
         "split": {
             "data_root": root,
             "val_fraction": cfg.data.val_fraction,
+            "test_fraction": cfg.data.test_fraction,
             "seed": cfg.data.split_seed,
             "max_samples": cfg.data.max_samples,
             "n_train": len(train),
             "n_val": len(val),
+            "n_test": len(test),
             "train_class_counts": {name: int(c) for name, c in zip(LABELS, counts, strict=True)},
         }
     }
@@ -1242,6 +1255,7 @@ def train_rfnet(cfg: TrainRFNetConfig, *, started: float | None = None) -> Train
         epochs=int(last.get("epoch", len(best.get("history", [])))),
         n_train=len(train),
         n_val=len(val),
+        n_test=int(split_meta["split"].get("n_test") or 0),
     )
 
 

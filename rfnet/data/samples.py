@@ -113,13 +113,14 @@ def _split_keys(samples: Sequence[Sample]) -> list[str]:
     return [p[cut:] for p in paths]
 
 
-def _unit_hash(key: str, seed: int) -> float:
-    digest = hashlib.sha256(f"{seed}\x00{key}".encode()).digest()
+def _unit_hash(key: str, seed: int, salt: str = "") -> float:
+    text = f"{seed}\x00{key}" if not salt else f"{seed}\x00{salt}\x00{key}"
+    digest = hashlib.sha256(text.encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 def split_samples(
-    samples: Sequence[Sample], val_fraction: float, seed: int
+    samples: Sequence[Sample], val_fraction: float, seed: int, *, salt: str = ""
 ) -> tuple[list[Sample], list[Sample]]:
     """Deterministic train/val split by a hash of each image path; returns ``(train, val)``.
 
@@ -132,13 +133,16 @@ def split_samples(
     sample moved to val (and, symmetrically, one with none in train gets its highest-hash val sample
     moved back), so every such class is evaluated and trained on. Only in that case can an append
     move a sample (the class's lowest-hash one); unlabelled samples (-1) split by hash alone.
+
+    ``salt`` makes an independent split from the same seed (:func:`holdout_split` draws its test
+    share with one, so the validation share is not the test share's complement).
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     if not samples:
         return [], []
     keys = _split_keys(samples)
-    scores = [_unit_hash(k, seed) for k in keys]
+    scores = [_unit_hash(k, seed, salt) for k in keys]
     in_val = [s < val_fraction for s in scores]
     if val_fraction > 0.0:
         by_class: dict[int, list[int]] = defaultdict(list)
@@ -155,3 +159,24 @@ def split_samples(
     train = [s for s, v in zip(samples, in_val, strict=True) if not v]
     val = [s for s, v in zip(samples, in_val, strict=True) if v]
     return train, val
+
+
+def holdout_split(
+    samples: Sequence[Sample], val_fraction: float, test_fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """Deterministic train / validation / test split; returns ``(train, val, test)``.
+
+    The test share (``test_fraction`` of ``samples``, drawn with its own hash salt) is held out
+    first: nothing in it is trained on or used to choose an epoch, a tree weight or a threshold, so
+    a score on it is a fair estimate for new data. The validation share is ``val_fraction`` of what
+    is left. Both follow :func:`split_samples` (a sample's side depends on its own path; every class
+    with two or more samples is represented). ``test_fraction=0`` gives :func:`split_samples`'
+    train / val split and an empty test split.
+    """
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
+    rest, test = (
+        split_samples(samples, test_fraction, seed, salt="test") if test_fraction else (list(samples), [])
+    )
+    train, val = split_samples(rest, val_fraction, seed)
+    return train, val, test

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rfnet.data import ExampleError, Sample, canonical_product, load_example, split_samples
+from rfnet.data import ExampleError, Sample, canonical_product, holdout_split, load_example, split_samples
 
 
 def png_bytes(array: np.ndarray, mode: str, fmt: str = "PNG") -> bytes:
@@ -150,3 +150,30 @@ def test_split_puts_every_class_with_two_samples_in_val_and_train():
     assert val == [] and train == samples
     with pytest.raises(ValueError, match="val_fraction"):
         split_samples(samples, 1.0, seed=0)
+
+
+def test_holdout_split_holds_out_a_test_share_apart_from_validation():
+    samples = make_samples(1200)
+    train, val, test = holdout_split(samples, 0.15, 0.15, seed=0)
+    names = [{s.image for s in part} for part in (train, val, test)]
+    assert sum(map(len, names)) == 1200 and not (
+        names[0] & names[1] or names[0] & names[2] or names[1] & names[2]
+    )
+    assert 130 <= len(test) <= 230 and 110 <= len(val) <= 200  # 15 % of all, then 15 % of the rest
+    for part in (val, test):
+        assert {s.label for s in part} == set(range(6))
+    # the test share is its own hash draw: not the complement of the validation share's
+    _, val_alone = split_samples(samples, 0.15, seed=0)
+    assert {s.image for s in val_alone} & names[2] and {s.image for s in val_alone} & names[1]
+    # deterministic, independent of order, stable when the set is moved
+    shuffled = samples[::-1]
+    assert {s.image for s in holdout_split(shuffled, 0.15, 0.15, seed=0)[2]} == names[2]
+    moved = make_samples(1200, root="s3://bucket/rf1m")
+    assert {s.image.rsplit("/", 1)[1] for s in holdout_split(moved, 0.15, 0.15, seed=0)[2]} == {
+        n.rsplit("/", 1)[1] for n in names[2]
+    }
+    # no test share: split_samples' train / val split
+    train0, val0, test0 = holdout_split(samples, 0.15, 0.0, seed=0)
+    assert test0 == [] and (train0, val0) == split_samples(samples, 0.15, seed=0)
+    with pytest.raises(ValueError, match="test_fraction"):
+        holdout_split(samples, 0.15, 1.0, seed=0)

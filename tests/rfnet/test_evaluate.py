@@ -13,7 +13,7 @@ from PIL import Image
 from pipelines.config import ConfigError, load_config
 from rfnet.checkpoint import load_model, load_rfnet, save_rfnet
 from rfnet.config import EvaluateConfig
-from rfnet.data import read_rf1m, split_samples
+from rfnet.data import holdout_split, read_rf1m, split_samples
 from rfnet.evaluate import build_report, evaluate_rfnet, render_confusion
 from rfnet.labels import LABELS
 
@@ -84,16 +84,29 @@ def test_write_threshold_stores_it_for_every_later_load(tmp_path, tiny_set):
     assert loaded.meta["threshold_source"]["target_precision"] == 0.1
 
 
-def test_auto_split_scores_exactly_the_held_out_split_of_training(tmp_path, tiny_set):
+def test_auto_split_scores_exactly_the_test_share_training_held_out(tmp_path, tiny_set):
+    split = {"data_root": tiny_set, "val_fraction": 0.3, "test_fraction": 0.3, "seed": 3, "max_samples": None}
+    constant_model(tmp_path / "model", favourite=1, meta={"split": split})
+    labelled = read_rf1m(tiny_set).samples
+    _, val, test = holdout_split(labelled, 0.3, 0.3, 3)
+    report = evaluate(tmp_path, tmp_path / "model", tiny_set)
+    assert report["split"]["mode"] == "test" and report["n"] == len(test)
+    assert [sum(row) for row in report["confusion"]] == np.bincount(
+        [s.label for s in test], minlength=6
+    ).tolist()
+    report = evaluate(tmp_path, tmp_path / "model", tiny_set, split="val")
+    assert report["split"]["mode"] == "val" and report["n"] == len(val)
+
+
+def test_a_checkpoint_without_a_test_share_is_scored_on_its_validation_split(tmp_path, tiny_set):
+    # meta.json of a checkpoint trained before test shares existed (or with test_fraction=0)
     split = {"data_root": tiny_set, "val_fraction": 0.5, "seed": 3, "max_samples": None}
     constant_model(tmp_path / "model", favourite=1, meta={"split": split})
     report = evaluate(tmp_path, tmp_path / "model", tiny_set)
-    labelled = read_rf1m(tiny_set).samples
-    _, val = split_samples(labelled, 0.5, 3)
+    _, val = split_samples(read_rf1m(tiny_set).samples, 0.5, 3)
     assert report["split"]["mode"] == "val" and report["n"] == len(val)
-    assert [sum(row) for row in report["confusion"]] == np.bincount(
-        [s.label for s in val], minlength=6
-    ).tolist()
+    with pytest.raises(ConfigError, match="no test split"):
+        evaluate(tmp_path, tmp_path / "model", tiny_set, split="test")
 
 
 def test_val_split_without_split_parameters_is_an_error(tmp_path, tiny_set):

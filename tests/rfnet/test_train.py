@@ -192,7 +192,8 @@ def test_train_rfnet_and_evaluate_cli_end_to_end(ray_cluster, tiny_set, tmp_path
     args = ["--data", tiny_set, "--out", out, "--epochs", "2", "--set", "model.descriptor_trees=20"]
     assert main(["train-rfnet", "--preset", "tiny", *args]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["epochs"] == 2 and summary["n_train"] + summary["n_val"] == 30
+    assert summary["epochs"] == 2 and summary["n_train"] + summary["n_val"] + summary["n_test"] == 30
+    assert min(summary["n_val"], summary["n_test"]) > 0
     loaded = load_rfnet(out, device="cpu")
     assert loaded.meta["split"]["n_val"] == summary["n_val"] and loaded.threshold == 0.5
     assert os.listdir(os.path.join(out, "tensorboard"))
@@ -201,12 +202,16 @@ def test_train_rfnet_and_evaluate_cli_end_to_end(ray_cluster, tiny_set, tmp_path
     assert all(h["tree_weight"] in (0.0, 0.25, 0.5, 0.75, 1.0) for h in history)
 
     args = ["evaluate", "--preset", "tiny", "--rfnet", out, "--data", tiny_set, "--out", eval_out]
-    assert main([*args, "--target-precision", "0.01", "--write-threshold"]) == 0
+    assert main([*args, "--split", "val"]) == 0
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert report["split"]["mode"] == "val" and report["n"] == summary["n_val"]
+    assert report["macro_f1"] == pytest.approx(loaded.meta["train"]["val_macro_f1"], abs=1e-6)
+    # By default: the test share, which neither trained nor chose the epoch or the tree weight.
+    assert main([*args, "--target-precision", "0.01", "--write-threshold"]) == 0
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert report["split"]["mode"] == "test" and report["n"] == summary["n_test"]
     assert {"macro_f1", "per_class", "available", "confusion", "threshold"} <= set(report)
     assert sum(map(sum, report["confusion"])) == report["n"]
-    assert report["macro_f1"] == pytest.approx(loaded.meta["train"]["val_macro_f1"], abs=1e-6)
     assert (tmp_path / "eval" / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The threshold reached the (trivial) target and was written into the checkpoint.
     assert report["threshold_selection"]["written_to_checkpoint"]
