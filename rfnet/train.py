@@ -39,6 +39,7 @@ each worker runs :func:`train_loop_per_worker`:
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -862,6 +863,9 @@ def fit_worker(config: dict[str, Any], session) -> None:
     if state["epoch"] == 0 and not descriptor_stats_loaded:
         # From an init checkpoint the statistics come with the weights that were trained on them.
         fit_descriptor_stats(core, data.stat_batches())
+    # Refit the trees on train + validation after the last epoch (OptimConfig.refit_trees).
+    refit = bool(cfg.model.descriptor_trees and oc.refit_trees and config.get("n_val", 1))
+    refit_s = 0.0  # what the plan keeps free for it
     if cfg.model.descriptor_trees:
         # Fitted on every fresh start (an init checkpoint's trees belong to its own training data);
         # a resumed run has them in its checkpoint and refits only the out-of-fold scores, which
@@ -869,8 +873,8 @@ def fit_worker(config: dict[str, Any], session) -> None:
         offset = cfg.model.descriptor_tree_mix == "offset"
         fresh = state["epoch"] == 0
         oof = None
+        t_fit = time.time()
         if rank == 0 and (fresh or offset):
-            t_fit = time.time()
             rows, oof = fit_descriptor_trees(
                 core, data.stat_batches(), oc, install=fresh, folds=TREE_FOLDS if offset else 0
             )
@@ -879,6 +883,10 @@ def fit_worker(config: dict[str, Any], session) -> None:
                 cfg.model.descriptor_trees, NUM_CLASSES, rows,
                 f" (+ {TREE_FOLDS} fits for out-of-fold scores)" if offset else "", time.time() - t_fit,
             )  # fmt: skip
+        if refit:
+            # the final refit costs about the first fit, scaled to the examples it adds
+            estimate = 1.25 * (time.time() - t_fit) if rank == 0 else 0.0
+            refit_s = float(broadcast(torch.tensor([estimate], dtype=torch.float64))[0])
         broadcast_trees(core)
         if offset:
             data.train.tree_logits = broadcast(
@@ -985,7 +993,7 @@ def fit_worker(config: dict[str, Any], session) -> None:
             # Recent and pessimistic; the plan may grow again when epochs get faster than the first
             # ones (start-up, a busy machine), so the budget is not left unused.
             per_epoch = max(epoch_times[-2:])
-            left = deadline - time.time() - END_MARGIN_S
+            left = deadline - time.time() - END_MARGIN_S - refit_s
             fit = state["epoch"] + max(0, math.floor(left / per_epoch))
             state["total_epochs"] = max(state["epoch"], min(oc.epochs, fit))
         if oc.early_stop_patience and state["epoch"] - state["best_epoch"] >= oc.early_stop_patience:
@@ -1031,6 +1039,33 @@ def fit_worker(config: dict[str, Any], session) -> None:
             session.report(epoch_metrics, None)
     if writer is not None:
         writer.close()
+    if refit and rank == 0 and state["best_epoch"] > 0:
+        refit_saved_trees(cfg, data)
+
+
+def refit_saved_trees(cfg: TrainRFNetConfig, data) -> None:
+    """Refit the descriptor trees of the best model saved under ``cfg.out`` on ``data``'s training
+    and validation examples, keep the tree weight validation chose, and save it again (weights
+    first, meta.json last, with ``train.trees_refit`` saying on how many examples)."""
+    from rfnet.checkpoint import load_rfnet
+
+    t0 = time.time()
+    loaded = load_rfnet(cfg.out, device="cpu", dtype="float32")
+    model, weight = loaded.model, loaded.model.tree_weight.clone()
+    batches = itertools.chain(data.stat_batches(), data.val_batches())
+    rows, _ = fit_descriptor_trees(model, batches, cfg.optim)
+    if not rows:
+        return
+    model.tree_weight.copy_(weight)
+    meta = dict(loaded.meta)
+    meta["train"] = {
+        **meta.get("train", {}),
+        "trees_refit": {"examples": rows, "seconds": round(time.time() - t0, 1)},
+    }
+    save_rfnet(model, model.config, cfg.out, meta=meta)
+    logger.info(
+        "descriptor trees refitted on %d training + validation examples in %.1f s", rows, time.time() - t0
+    )
 
 
 def _upload_dir(local: str, remote: str) -> None:
@@ -1210,6 +1245,7 @@ def train_rfnet(cfg: TrainRFNetConfig, *, started: float | None = None) -> Train
         "deadline": deadline,
         "meta": meta,
         "n_train": len(train),
+        "n_val": len(val),
         "class_counts": np.bincount([s.label for s in train], minlength=NUM_CLASSES).tolist(),
     }
     datasets = None

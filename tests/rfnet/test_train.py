@@ -188,8 +188,10 @@ def test_train_rfnet_and_evaluate_cli_end_to_end(ray_cluster, tiny_set, tmp_path
     from rfnet.checkpoint import load_rfnet
 
     out, eval_out = str(tmp_path / "model"), str(tmp_path / "eval")
-    # With descriptor trees: evaluation must reproduce the validation score of the mixture kept.
+    # With descriptor trees: evaluation must reproduce the validation score of the mixture kept
+    # (so the trees stay the ones validated: no refit on train + validation, tested below).
     args = ["--data", tiny_set, "--out", out, "--epochs", "2", "--set", "model.descriptor_trees=20"]
+    args += ["--set", "optim.refit_trees=false"]
     assert main(["train-rfnet", "--preset", "tiny", *args]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["epochs"] == 2 and summary["n_train"] + summary["n_val"] + summary["n_test"] == 30
@@ -461,3 +463,41 @@ def test_data_preparation_reports_progress_on_rank_zero_only(tiny_set, monkeypat
     lines = progress_lines(lambda: train.precompute_maps(model, examples, "cpu", batch_size=4, progress=True))
     steps = [int(line.split(": ")[1].split("/")[0]) for line in lines]
     assert steps == list(range(4, n, 4))  # every batch but the last: the end needs no report
+
+
+def test_refit_saved_trees_fits_on_train_and_validation_and_keeps_the_weight(tiny_set, tmp_path):
+    """After the last epoch the best model's trees are refitted on training + validation examples;
+    the tree weight validation chose, the network and the validation record stay as they were."""
+    from rfnet.checkpoint import load_rfnet, save_rfnet
+    from rfnet.model import build_rfnet
+    from rfnet.train import MemoryData, _sample_dicts, fit_descriptor_trees, prepare_split, refit_saved_trees
+
+    out = str(tmp_path / "model")
+    overrides = {
+        "data.root": tiny_set,
+        "out": out,
+        "data.cache_descriptor": True,
+        "model.descriptor_trees": 20,
+    }
+    cfg = load_config(TrainRFNetConfig, preset="tiny", overrides=overrides)
+    train, val, _ = prepare_split(cfg)
+
+    class One:
+        rank, world = 0, 1
+
+    model = build_rfnet(cfg.model, seed=0).eval()
+    data = MemoryData(cfg, {"train": _sample_dicts(train), "val": _sample_dicts(val)}, One(), model, "cpu")
+    rows, _ = fit_descriptor_trees(model, data.stat_batches(), cfg.optim)
+    assert rows == len(train)
+    model.tree_weight.fill_(0.75)
+    save_rfnet(model, cfg.model, out, meta={"train": {"val_macro_f1": 0.5}})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    refit_saved_trees(cfg, data)
+    loaded = load_rfnet(out, device="cpu", dtype="float32")
+    after = loaded.model.state_dict()
+    assert loaded.meta["train"]["trees_refit"]["examples"] == len(train) + len(val)
+    assert loaded.meta["train"]["val_macro_f1"] == 0.5 and float(after["tree_weight"]) == 0.75
+    assert not torch.equal(after["tree_leaf"], before["tree_leaf"])  # other examples, other trees
+    network = [k for k in before if not k.startswith("tree_")]
+    assert network and all(torch.equal(after[k], before[k]) for k in network)
