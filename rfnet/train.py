@@ -1040,17 +1040,18 @@ def fit_worker(config: dict[str, Any], session) -> None:
     if writer is not None:
         writer.close()
     if refit and rank == 0 and state["best_epoch"] > 0:
-        refit_saved_trees(cfg, data)
+        refit_saved_trees(cfg, data, str(device))
 
 
-def refit_saved_trees(cfg: TrainRFNetConfig, data) -> None:
+def refit_saved_trees(cfg: TrainRFNetConfig, data, device: str = "cpu") -> None:
     """Refit the descriptor trees of the best model saved under ``cfg.out`` on ``data``'s training
     and validation examples, keep the tree weight validation chose, and save it again (weights
-    first, meta.json last, with ``train.trees_refit`` saying on how many examples)."""
+    first, meta.json last, with ``train.trees_refit`` saying on how many examples). ``device``:
+    where ``data``'s batches are (the model measures descriptors that were not cached there)."""
     from rfnet.checkpoint import load_rfnet
 
     t0 = time.time()
-    loaded = load_rfnet(cfg.out, device="cpu", dtype="float32")
+    loaded = load_rfnet(cfg.out, device=device, dtype="float32")
     model, weight = loaded.model, loaded.model.tree_weight.clone()
     batches = itertools.chain(data.stat_batches(), data.val_batches())
     rows, _ = fit_descriptor_trees(model, batches, cfg.optim)
