@@ -160,6 +160,28 @@ def test_a_set_with_split_files_is_scored_on_its_test_file(tmp_path, tiny_set):
     assert report["split"]["mode"] == "val" and report["n"] == 3
 
 
+def test_split_files_without_a_val_file_redo_the_validation_split_of_train_txt(tmp_path, tiny_set):
+    import shutil
+
+    root = tmp_path / "train-test-set"
+    shutil.copytree(tiny_set, root)
+    lines = (root / "label.txt").read_text().splitlines(keepends=True)
+    (root / "label.txt").unlink()
+    (root / "train.txt").write_text("".join(lines[:8]))
+    (root / "test.txt").write_text("".join(lines[8:]))
+    # what train-rfnet records for such a set: validation was a hash split of train.txt
+    split = {"data_root": str(root), "val_fraction": 0.5, "seed": 3, "max_samples": None}
+    constant_model(tmp_path / "model", favourite=1, meta={"split": split})
+    index = read_rf1m(str(root))
+    _, val = split_samples(index.subset("train.txt"), 0.5, 3)
+    report = evaluate(tmp_path, tmp_path / "model", str(root), split="val")
+    assert report["split"]["mode"] == "val" and 0 < report["n"] == len(val) < 8
+    assert evaluate(tmp_path, tmp_path / "model", str(root), split="test")["n"] == len(lines) - 8
+    (root / "test.txt").unlink()
+    with pytest.raises(ConfigError, match="no labelled test file"):
+        evaluate(tmp_path, tmp_path / "model", str(root), split="test")
+
+
 def test_cli_reports_unusable_input_without_a_traceback(tmp_path, capsys):
     from jobs.cli import main
 
