@@ -8,6 +8,7 @@ asks for ``ray_cluster`` starts it again.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,3 +138,21 @@ def s3_server(monkeypatch) -> S3Server:
         yield S3Server(endpoint, boto3.client("s3"))
     finally:
         server.stop()
+
+
+@pytest.fixture
+def split_copy(tmp_path):
+    """``split_copy(src, train=(0, 6), test=(9, None))``: a copy of the RF1M set ``src`` whose
+    ``label.txt`` is replaced by split files (``train.txt`` with its lines 0-5, ...); returns
+    ``(root, lines of the original label.txt)``."""
+
+    def make(src: str, **parts: tuple[int, int | None]) -> tuple[Path, list[str]]:
+        root = tmp_path / ("split-" + "-".join(parts))
+        shutil.copytree(src, root)
+        lines = (root / "label.txt").read_text().splitlines(keepends=True)
+        (root / "label.txt").unlink()
+        for name, (start, stop) in parts.items():
+            (root / f"{name}.txt").write_text("".join(lines[start:stop]))
+        return root, lines
+
+    return make

@@ -141,17 +141,10 @@ def test_confusion_png_renders_any_matrix():
     assert img.mode == "RGB" and img.size == (150 + 6 * 64 + 20, 150 + 6 * 64 + 40)
 
 
-def test_a_set_with_split_files_is_scored_on_its_test_file(tmp_path, tiny_set):
-    import shutil
+def test_a_set_with_split_files_is_scored_on_its_test_file(tmp_path, tiny_set, split_copy):
     from pathlib import Path
 
-    root = tmp_path / "split-set"
-    shutil.copytree(tiny_set, root)
-    lines = (root / "label.txt").read_text().splitlines(keepends=True)
-    (root / "label.txt").unlink()
-    (root / "train.txt").write_text("".join(lines[:6]))
-    (root / "val.txt").write_text("".join(lines[6:9]))
-    (root / "test.txt").write_text("".join(lines[9:]))
+    root, lines = split_copy(tiny_set, train=(0, 6), val=(6, 9), test=(9, None))
     constant_model(tmp_path / "model", favourite=3)
     report = evaluate(tmp_path, tmp_path / "model", str(root))
     assert report["split"]["mode"] == "test" and Path(report["split"]["file"]).name == "test.txt"
@@ -160,15 +153,10 @@ def test_a_set_with_split_files_is_scored_on_its_test_file(tmp_path, tiny_set):
     assert report["split"]["mode"] == "val" and report["n"] == 3
 
 
-def test_split_files_without_a_val_file_redo_the_validation_split_of_train_txt(tmp_path, tiny_set):
-    import shutil
-
-    root = tmp_path / "train-test-set"
-    shutil.copytree(tiny_set, root)
-    lines = (root / "label.txt").read_text().splitlines(keepends=True)
-    (root / "label.txt").unlink()
-    (root / "train.txt").write_text("".join(lines[:8]))
-    (root / "test.txt").write_text("".join(lines[8:]))
+def test_split_files_without_a_val_file_redo_the_validation_split_of_train_txt(
+    tmp_path, tiny_set, split_copy
+):
+    root, lines = split_copy(tiny_set, train=(0, 8), test=(8, None))
     # what train-rfnet records for such a set: validation was a hash split of train.txt
     split = {"data_root": str(root), "val_fraction": 0.5, "seed": 3, "max_samples": None}
     constant_model(tmp_path / "model", favourite=1, meta={"split": split})

@@ -346,18 +346,10 @@ def test_stream_loader_trains_from_ray_data_shards(ray_cluster, tiny_set, tmp_pa
     assert load_rfnet(cfg.out, device="cpu").meta["split"]["n_train"] == result.n_train
 
 
-def test_prepare_split_uses_split_files_and_never_the_test_file(tmp_path, tiny_set):
-    import shutil
-
+def test_prepare_split_uses_split_files_and_never_the_test_file(tmp_path, tiny_set, split_copy):
     from rfnet.train import prepare_split
 
-    root = tmp_path / "split-set"
-    shutil.copytree(tiny_set, root)
-    lines = (root / "label.txt").read_text().splitlines(keepends=True)
-    (root / "label.txt").unlink()
-    (root / "train.txt").write_text("".join(lines[:20]))
-    (root / "val.txt").write_text("".join(lines[20:25]))
-    (root / "test.txt").write_text("".join(lines[25:]))
+    root, lines = split_copy(tiny_set, train=(0, 20), val=(20, 25), test=(25, None))
     cfg = load_config(
         TrainRFNetConfig, preset="tiny", overrides={"data.root": str(root), "out": str(tmp_path / "o")}
     )
