@@ -166,14 +166,14 @@ def select_samples(cfg: EvaluateConfig, loaded: LoadedRFNet, root: str) -> tuple
     if not labelled:
         raise ConfigError(f"--data {root!r} holds no labelled samples; {index.summary()}")
     splits = explicit_splits(index)
+    split = loaded.meta.get("split") if isinstance(loaded.meta.get("split"), dict) else None
     if splits and cfg.split != "all":
         roles = {"auto": ("test", "val"), "test": ("test",), "val": ("val",)}[cfg.split]
         for role in roles:
             if role in splits and splits[role][1]:
                 name, samples = splits[role]
                 return samples, {"mode": role, "file": name, "n_labelled": len(labelled)}
-        split = loaded.meta.get("split") if isinstance(loaded.meta.get("split"), dict) else {}
-        if cfg.split == "val" and "train" in splits and split.get("val_fraction") is not None:
+        if cfg.split == "val" and "train" in splits and (split or {}).get("val_fraction") is not None:
             # no validation file: training validated on a hash split of the train file; redo it
             _, val = split_samples(splits["train"][1], float(split["val_fraction"]), int(split["seed"]))
             return val, {
@@ -185,7 +185,6 @@ def select_samples(cfg: EvaluateConfig, loaded: LoadedRFNet, root: str) -> tuple
             }
         if cfg.split != "auto":
             raise ConfigError(f"--data {root!r} has split files but no labelled {cfg.split} file")
-    split = loaded.meta.get("split") if isinstance(loaded.meta.get("split"), dict) else None
     if split is not None and split.get("val_fraction") is None:
         split = None  # trained on split files, which this set does not have: no held-out split to redo
     if cfg.split == "all" or (cfg.split == "auto" and split is None):

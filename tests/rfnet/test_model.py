@@ -9,7 +9,7 @@ import torch
 
 from pipelines.config import ConfigError, load_config
 from rfnet.checkpoint import load_rfnet, save_rfnet
-from rfnet.config import RFNetConfig, TrainRFNetConfig
+from rfnet.config import DESCRIPTOR_EXTENSIONS, RFNetConfig, TrainRFNetConfig
 from rfnet.model import build_rfnet
 
 
@@ -212,16 +212,8 @@ def test_presets_derive_and_validate():
     # The descriptor's parts: product (46) + scene (38) + picture integrity (18) + support (30)
     # + attached matter (10) + grain (9) + continuity across the outline (15) numbers.
     assert small.descriptor_size == 46 + 38 + 18 + 30 + 10 + 9 + 15
-    parts = (
-        "descriptor_scene",
-        "descriptor_integrity",
-        "descriptor_support",
-        "descriptor_attached",
-        "descriptor_grain",
-        "descriptor_continuity",
-    )
-    for part in parts:
-        alone = {"use_descriptor": False, **{p: p == part for p in parts}}
+    for part in DESCRIPTOR_EXTENSIONS:
+        alone = {"use_descriptor": False, **{p: p == part for p in DESCRIPTOR_EXTENSIONS}}
         with pytest.raises(ConfigError, match=f"{part} extends the product descriptor"):
             load_config(RFNetConfig, preset="small", overrides=alone)
 
