@@ -3,8 +3,10 @@
     reliable-ad evaluate --rfnet DIR --data DIR --out DIR [--target-precision 0.9] [--write-threshold]
 
 Writes ``OUT/eval.json`` (macro F1, per-class precision / recall / F1 / support, Available
-precision / recall / F1 / AP, the confusion matrix, the chosen accept threshold) and
-``OUT/confusion.png``. By default only the test split the checkpoint held out from training is
+precision / recall / F1 / AP, the confusion matrix, the chosen accept threshold),
+``OUT/confusion.png``, ``OUT/predictions.parquet`` (one row per image: annotation, class
+probabilities, argmax label, p_available, accepted) and ``OUT/errors.png`` (the most confident
+mistakes of the most frequent confusions). By default only the test split the checkpoint held out from training is
 scored (see ``rfnet.evaluate``); ``--split val`` scores its validation split, ``--split all``
 every labelled sample.
 ``--write-threshold`` stores the chosen threshold in the checkpoint, where every scorer picks it up.
@@ -25,7 +27,9 @@ from rfnet.config import EvaluateConfig
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rfnet", help="RFNet checkpoint directory, s3:// prefix or 'tiny'")
     parser.add_argument("--data", help="labelled RF1M-layout directory or s3:// prefix")
-    parser.add_argument("--out", help="output directory for eval.json and confusion.png")
+    parser.add_argument(
+        "--out", help="output directory for eval.json, confusion.png, predictions.parquet and errors.png"
+    )
     parser.add_argument(
         "--split", choices=["auto", "test", "val", "all"], help="which samples to score (default auto)"
     )
@@ -73,7 +77,7 @@ def main(cfg: EvaluateConfig) -> int:
 
 SPEC = JobSpec(
     name="evaluate",
-    help="evaluate an RFNet checkpoint on a labelled RF1M-layout set (eval.json, confusion.png, threshold)",
+    help="evaluate an RFNet checkpoint on a labelled RF1M-layout set (eval.json, confusion.png, predictions.parquet, errors.png, threshold)",
     config_cls=EvaluateConfig,
     main=main,
     add_arguments=add_arguments,

@@ -532,11 +532,12 @@ class TrainRFNetConfig(ConfigBase):
 
 
 class EvaluateConfig(ConfigBase):
-    """`reliable-ad evaluate`: score a labelled RF1M-layout set, write eval.json and confusion.png."""
+    """`reliable-ad evaluate`: score a labelled RF1M-layout set, write eval.json, confusion.png,
+    predictions.parquet and errors.png."""
 
     rfnet: str | None = None  # RFNet checkpoint dir / s3:// prefix / "tiny" (--rfnet)
     data: str | None = None  # RF1M-layout directory or s3:// prefix (--data)
-    out: str | None = None  # output directory (local or s3://) for eval.json and confusion.png (--out)
+    out: str | None = None  # output directory (local or s3://) for eval.json and the other outputs (--out)
     # Which samples are scored. "auto": the set's test file if it has split files; else the test
     # split the checkpoint held out (its split parameters are in its meta.json), or its validation
     # split if it held out no test split; every labelled sample if the checkpoint records no split.

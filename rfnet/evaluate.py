@@ -25,6 +25,11 @@
    ``write_threshold`` it is stored in the checkpoint's ``meta.json``, and ``load_rfnet(...)``
    (hence every scorer) uses it from then on. If no threshold reaches the target, eval.json says so
    and nothing is written to the checkpoint.
+5. **Per image.** ``predictions.parquet`` has one row per scored image (its path relative to the
+   set's root, ``true_label``, and the scorer stage's columns: ``prob_<label>``, ``label``,
+   ``p_available``, ``accepted`` at the threshold in effect after this run) and ``errors.png``
+   shows the most confident mistakes of the most frequent confusions, so a person can look at what
+   the model gets wrong and relabel what the annotation got wrong.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import time
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
@@ -53,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 EVAL_JSON = "eval.json"
 CONFUSION_PNG = "confusion.png"
+PREDICTIONS_PARQUET = "predictions.parquet"
+ERRORS_PNG = "errors.png"
 
 
 def build_report(labels: np.ndarray, probs: np.ndarray, target_precision: float) -> dict[str, Any]:
@@ -131,6 +139,73 @@ def render_confusion(cm: np.ndarray, names: tuple[str, ...] = DISPLAY_NAMES, tit
         rotated = label.rotate(90, expand=True)
         img.paste(rotated, (left + i * cell + cell // 2 - 8, 20), rotated)
     draw.text((left, height - 30), "predicted class (columns); true class (rows)", fill="black", font=small)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def prediction_table(images: list[str], labels: np.ndarray, probs: np.ndarray, threshold: float) -> pa.Table:
+    """One row per scored image, with the scorer stage's columns (``prob_<label>`` per class,
+    ``label`` the argmax class, ``p_available``, ``accepted`` = ``p_available >= threshold``) next
+    to the annotation (``true_label``) and whether the two agree (``correct``)."""
+    labels = np.asarray(labels, np.int64)
+    probs = np.asarray(probs, np.float32)
+    pred = probs.argmax(axis=1) if len(labels) else np.zeros(0, np.int64)
+    columns: dict[str, Any] = {
+        "image": pa.array(images, pa.string()),
+        "true_label": pa.array([LABELS[k] for k in labels], pa.string()),
+        "label": pa.array([LABELS[k] for k in pred], pa.string()),
+        "correct": pa.array(pred == labels, pa.bool_()),
+    }
+    for k, name in enumerate(LABELS):
+        columns[f"prob_{name}"] = pa.array(probs[:, k], pa.float32())
+    columns["p_available"] = pa.array(probs[:, AVAILABLE], pa.float32())
+    columns["accepted"] = pa.array(probs[:, AVAILABLE] >= threshold, pa.bool_())
+    return pa.table(columns)
+
+
+def render_errors(
+    images: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    *,
+    names: tuple[str, ...] = DISPLAY_NAMES,
+    max_pairs: int = 6,
+    per_pair: int = 8,
+    title: str = "",
+) -> bytes:
+    """PNG bytes of the misclassified images, for a person to look at: one row per confusion
+    (true -> predicted class), the ``max_pairs`` most frequent first, each with its ``per_pair``
+    most confident mistakes (the predicted class's probability under each). ``images (N, S, S, 3)``
+    uint8 as scored."""
+    labels = np.asarray(labels, np.int64)
+    probs = np.asarray(probs, np.float64)
+    pred = probs.argmax(axis=1) if len(labels) else np.zeros(0, np.int64)
+    cm = metrics.confusion_matrix(labels, pred, len(names))
+    off = [(int(cm[t, p]), t, p) for t in range(len(names)) for p in range(len(names)) if t != p and cm[t, p]]
+    pairs = sorted(off, key=lambda c: (-c[0], c[1], c[2]))[:max_pairs]
+    font = ImageFont.load_default(size=14)
+    small = ImageFont.load_default(size=12)
+    cell, left, top, caption = 96, 230, 40, 16
+    width = left + per_pair * (cell + 4) + 10
+    height = top + max(1, len(pairs)) * (cell + caption + 8) + 10
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    if title:
+        draw.text((10, 10), title, fill="black", font=font)
+    if not pairs:
+        draw.text((10, top + 10), "no misclassified images", fill="black", font=font)
+    for row, (count, t, p) in enumerate(pairs):
+        y = top + row * (cell + caption + 8)
+        draw.text((8, y + cell / 2 - 16), f"{names[t]} ->", fill="black", font=small)
+        draw.text((8, y + cell / 2), f"{names[p]} ({count})", fill="black", font=small)
+        wrong = np.flatnonzero((labels == t) & (pred == p))
+        wrong = wrong[np.argsort(-probs[wrong, p], kind="stable")][:per_pair]
+        for j, i in enumerate(wrong):
+            x = left + j * (cell + 4)
+            tile = Image.fromarray(np.ascontiguousarray(images[i])).resize((cell, cell), Image.NEAREST)
+            img.paste(tile, (x, y))
+            draw.text((x + 2, y + cell + 1), f"{probs[i, p]:.2f}", fill="black", font=small)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
@@ -221,8 +296,14 @@ def select_samples(cfg: EvaluateConfig, loaded: LoadedRFNet, root: str) -> tuple
     }
 
 
+def _relative(uri: str, root: str) -> str:
+    prefix = root.rstrip("/") + "/"
+    return uri[len(prefix) :] if uri.startswith(prefix) else uri
+
+
 def evaluate_rfnet(cfg: EvaluateConfig) -> dict[str, Any]:
-    """Score, write ``eval.json`` and ``confusion.png`` to ``cfg.out``; return the eval.json dict."""
+    """Score, write ``eval.json``, ``confusion.png``, ``errors.png`` and ``predictions.parquet`` to
+    ``cfg.out``; return the eval.json dict."""
     cfg.check_ready()
     start = time.time()
     loaded = load_rfnet(cfg.rfnet, device=cfg.device, dtype=cfg.dtype)
@@ -262,6 +343,8 @@ def evaluate_rfnet(cfg: EvaluateConfig) -> dict[str, Any]:
             )
             written = True
     report["threshold_selection"]["written_to_checkpoint"] = written
+    # The threshold a scorer loading this checkpoint uses from now on: predictions.parquet's `accepted`.
+    in_effect = report["threshold"] if written else loaded.threshold
     result = {
         "rfnet": cfg.rfnet,
         "data": root,
@@ -269,6 +352,7 @@ def evaluate_rfnet(cfg: EvaluateConfig) -> dict[str, Any]:
         "skipped": data.skipped,
         **report,
         "checkpoint_threshold": loaded.threshold,
+        "predictions": {"file": PREDICTIONS_PARQUET, "accepted_threshold": in_effect},
         "placement": loaded.placement.describe() if loaded.placement else None,
         "config": cfg.to_dict(),
         "elapsed_s": round(time.time() - start, 2),
@@ -277,6 +361,15 @@ def evaluate_rfnet(cfg: EvaluateConfig) -> dict[str, Any]:
     title = f"RFNet on {report['n']} images ({split_info['mode']}): macro F1 {report['macro_f1']:.3f}"
     storage.write_bytes(
         storage.join(out, CONFUSION_PNG), render_confusion(np.array(report["confusion"]), title=title)
+    )
+    labels = data.label.numpy()
+    storage.write_bytes(
+        storage.join(out, ERRORS_PNG),
+        render_errors(data.image.numpy(), labels, probs, title=f"misclassified: {title}"),
+    )
+    images = [_relative(samples[i].image, root) for i in data.index.tolist()]
+    storage.write_parquet(
+        storage.join(out, PREDICTIONS_PARQUET), prediction_table(images, labels, probs, in_effect)
     )
     storage.write_text(storage.join(out, EVAL_JSON), json.dumps(result, indent=2))
     logger.info("%s; wrote %s", title, storage.join(out, EVAL_JSON))

@@ -219,6 +219,7 @@ class Examples:
     label: torch.Tensor
     caption: list[str]
     skipped: int = 0
+    index: torch.Tensor | None = None  # (N,) int64: each row's position in the samples it was decoded from
     maps: torch.Tensor | None = None  # (N, C, S, S) uint8: precomputed aux maps (see precompute_maps)
     map_names: tuple[str, ...] = ()  # which maps, in channel order, with their channel counts
     map_channels: tuple[int, ...] = ()
@@ -365,6 +366,7 @@ def load_examples(
         label=torch.tensor([samples[i].label for i in keep], dtype=torch.long),
         caption=[captions[i] for i in keep],
         skipped=len(errors),
+        index=torch.from_numpy(keep.astype(np.int64)),
     )
 
 

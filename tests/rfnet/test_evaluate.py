@@ -1,4 +1,5 @@
-"""Evaluation: eval.json on a tiny set with known predictions, split reproduction, threshold, PNG."""
+"""Evaluation: eval.json on a tiny set with known predictions, split reproduction, threshold, PNGs,
+per-image predictions."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import io
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
@@ -14,7 +16,7 @@ from pipelines.config import ConfigError, load_config
 from rfnet.checkpoint import load_model, load_rfnet, save_rfnet
 from rfnet.config import EvaluateConfig
 from rfnet.data import holdout_split, read_rf1m, split_samples
-from rfnet.evaluate import build_report, evaluate_rfnet, render_confusion
+from rfnet.evaluate import build_report, evaluate_rfnet, render_confusion, render_errors
 from rfnet.labels import LABELS
 
 
@@ -68,6 +70,18 @@ def test_eval_json_with_known_predictions(tmp_path, tiny_set):
     png = Image.open(io.BytesIO((tmp_path / "eval" / "confusion.png").read_bytes()))
     assert png.format == "PNG" and png.size[0] > 300
     assert report["checkpoint_threshold"] == 0.5 and p_available < 0.5
+    # One row per image: the annotation, the scorer's columns, accepted at the checkpoint's 0.5.
+    rows = pq.read_table(tmp_path / "eval" / "predictions.parquet").to_pylist()
+    truth = {s.image.removeprefix(tiny_set + "/"): LABELS[s.label] for s in read_rf1m(tiny_set).samples}
+    assert {r["image"]: r["true_label"] for r in rows} == truth and len(rows) == 12
+    assert {r["label"] for r in rows} == {"space_mismatch"}
+    assert [r["correct"] for r in rows].count(True) == 2
+    for r in rows:
+        assert sum(r[f"prob_{name}"] for name in LABELS) == pytest.approx(1.0, abs=1e-5)
+        assert r["p_available"] == r["prob_available"] == pytest.approx(p_available, abs=1e-6)
+        assert r["accepted"] is False
+    assert report["predictions"] == {"file": "predictions.parquet", "accepted_threshold": 0.5}
+    assert Image.open(tmp_path / "eval" / "errors.png").format == "PNG"
 
 
 def test_write_threshold_stores_it_for_every_later_load(tmp_path, tiny_set):
@@ -82,6 +96,49 @@ def test_write_threshold_stores_it_for_every_later_load(tmp_path, tiny_set):
     loaded = load_rfnet(str(tmp_path / "model"), device="cpu")
     assert loaded.threshold == pytest.approx(p_available, abs=1e-6)
     assert loaded.meta["threshold_source"]["target_precision"] == 0.1
+    # predictions.parquet accepts at the threshold just written, as every later scorer will.
+    assert report["predictions"]["accepted_threshold"] == report["threshold"]
+    rows = pq.read_table(tmp_path / "eval" / "predictions.parquet").to_pylist()
+    assert len(rows) == 12 and all(r["accepted"] for r in rows)
+
+
+def test_predictions_follow_the_images_that_could_be_decoded(tmp_path, tiny_set):
+    import shutil
+
+    data = tmp_path / "set"
+    shutil.copytree(tiny_set, data)
+    samples = read_rf1m(str(data)).samples
+    broken = samples[3].image.removeprefix(str(data) + "/")
+    (data / broken).write_bytes(b"not an image")
+    constant_model(tmp_path / "model", favourite=2)
+    report = evaluate(tmp_path, tmp_path / "model", str(data), split="all")
+    assert report["n"] == 11 and report["skipped"] == 1
+    rows = pq.read_table(tmp_path / "eval" / "predictions.parquet").to_pylist()
+    truth = {s.image.removeprefix(str(data) + "/"): LABELS[s.label] for s in samples}
+    assert broken not in {r["image"] for r in rows}
+    assert {r["image"]: r["true_label"] for r in rows} == {k: v for k, v in truth.items() if k != broken}
+
+
+def test_errors_png_shows_the_most_confident_mistakes_of_the_most_frequent_confusions():
+    # 8 images, each one flat colour; true/predicted: two Available -> Size Mismatch (image 1 more
+    # confident than image 0), one Unsuitable -> Available, the rest right.
+    images = np.stack([np.full((16, 16, 3), 30 * i, np.uint8) for i in range(8)])
+    labels = np.array([0, 0, 1, 2, 3, 4, 5, 0])
+    probs = np.full((8, 6), 0.01)
+    probs[np.arange(8), labels] = 0.9
+    probs[0] = [0.3, 0, 0, 0.6, 0, 0.1]
+    probs[1] = [0.1, 0, 0, 0.8, 0, 0.1]
+    probs[2] = [0.7, 0.2, 0, 0, 0, 0.1]
+    png = Image.open(io.BytesIO(render_errors(images, labels, probs, per_pair=3))).convert("RGB")
+    left, top, cell, row = 230, 40, 96, 96 + 16 + 8
+    assert png.size == (left + 3 * (cell + 4) + 10, top + 2 * row + 10)  # two confusions, two rows
+    centre = cell // 2
+    assert png.getpixel((left + centre, top + centre)) == (30, 30, 30)  # image 1 first in row 1
+    assert png.getpixel((left + cell + 4 + centre, top + centre)) == (0, 0, 0)  # then image 0
+    assert png.getpixel((left + 2 * (cell + 4) + centre, top + centre)) == (255, 255, 255)  # no third
+    assert png.getpixel((left + centre, top + row + centre)) == (60, 60, 60)  # row 2: image 2
+    clean = Image.open(io.BytesIO(render_errors(images[3:7], labels[3:7], probs[3:7])))
+    assert clean.format == "PNG" and clean.size[1] == top + row + 10
 
 
 def test_auto_split_scores_exactly_the_test_share_training_held_out(tmp_path, tiny_set):

@@ -8,6 +8,7 @@ import json
 import os
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -215,6 +216,8 @@ def test_train_rfnet_and_evaluate_cli_end_to_end(ray_cluster, tiny_set, tmp_path
     assert {"macro_f1", "per_class", "available", "confusion", "threshold"} <= set(report)
     assert sum(map(sum, report["confusion"])) == report["n"]
     assert (tmp_path / "eval" / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "eval" / "errors.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pq.read_table(tmp_path / "eval" / "predictions.parquet").num_rows == report["n"]
     # The threshold reached the (trivial) target and was written into the checkpoint.
     assert report["threshold_selection"]["written_to_checkpoint"]
     assert load_rfnet(out, device="cpu").threshold == pytest.approx(report["threshold"])
