@@ -52,6 +52,14 @@ Classes (RF1M label ids):
 6. Shape Hallucination: scene pixels in the product's colours continue its outline: the top or a
    side extruded, a partial copy attached behind it, an extra handle/knob/strap, or a plinth that
    continues its base.
+
+How each image was drawn. ``meta.jsonl`` has one record per image: its class, scene family,
+camera ("eye", "low", "top"), product kind, real height and height in pixels, and for the two
+classes with variants the variant (Space Mismatch: "float", "wall", "ramp", "overhang",
+"nosupport"; Size Mismatch: "big" or "small", and whether the textures share the wrong scale or
+only the reference objects have it) with the scene's scale against the product. Nothing reads it
+for training or scoring; ``python -m bench.rfnet_errors`` joins it to ``reliable-ad evaluate``'s
+``predictions.parquet`` to show which variants a model gets wrong.
 """
 
 from __future__ import annotations
@@ -1565,8 +1573,9 @@ def _glitch(rng: Rng, img: np.ndarray) -> np.ndarray:
     return out
 
 
-def _make_sample(label: int, rng: Rng, s: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """Render one labelled image: (RGB uint8 image, RGBA uint8 product cut-out, caption)."""
+def _make_sample(label: int, rng: Rng, s: int) -> tuple[np.ndarray, np.ndarray, str, dict]:
+    """Render one labelled image: (RGB uint8 image, RGBA uint8 product cut-out, caption, how it was
+    drawn: the ``meta.jsonl`` record)."""
     kind_name = str(rng.choice(SCENES))
     prod_kind = str(rng.choice(list(_KINDS)))
     spec = _KINDS[prod_kind][0]
@@ -1781,7 +1790,21 @@ def _make_sample(label: int, rng: Rng, s: int) -> tuple[np.ndarray, np.ndarray, 
 
     image = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
     cut = (np.clip(product.rgba, 0, 1) * 255 + 0.5).astype(np.uint8)
-    return image, cut, product.caption
+    meta = {
+        "scene": kind_name,
+        "camera": cam,
+        "product": prod_kind,
+        "product_height_m": round(float(height_m), 4),
+        "product_px": round(float(hp), 1),
+        "space_mode": space_mode or None,
+        "size_mode": (
+            f"{size_mode}, {'textures and references' if tex_follows else 'references'}"
+            if label == 4
+            else None
+        ),
+        "scene_scale": round(float(ref_scale), 3),
+    }
+    return image, cut, product.caption, meta
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1805,7 +1828,10 @@ def make_lifestyle_set(out: str, *, n_per_class: int, image_size: int = 128, see
 
     Each sample is rendered from ``np.random.default_rng([seed, label, index])`` alone, so a sample
     does not change when ``n_per_class`` grows. Files: ``images/<name>.png`` (RGB),
-    ``products/<name>.png`` (RGBA cut-out), ``label.txt`` and ``captions.jsonl`` (both sorted).
+    ``products/<name>.png`` (RGBA cut-out), ``label.txt`` and ``captions.jsonl`` (both sorted), and
+    ``meta.jsonl``: how each image was drawn (scene, camera, product kind and real height, the
+    defect's variant and the scene's scale against the product), to break errors down by
+    (``python -m bench.rfnet_errors``).
     """
     root = Path(out)
     (root / "images").mkdir(parents=True, exist_ok=True)
@@ -1813,19 +1839,24 @@ def make_lifestyle_set(out: str, *, n_per_class: int, image_size: int = 128, see
     taken: set[str] = set()
     labels: list[str] = []
     captions: list[tuple[str, str]] = []
+    drawn: list[dict] = []
     for label in range(1, len(CLASS_NAMES) + 1):
         for index in range(n_per_class):
             name = _name(seed, label, index, taken)
             rng = np.random.default_rng([seed, label, index, 1])
-            image, cut, caption = _make_sample(label, rng, image_size)
+            image, cut, caption, meta = _make_sample(label, rng, image_size)
             cv2.imwrite(str(root / "images" / f"{name}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             cv2.imwrite(str(root / "products" / f"{name}.png"), cv2.cvtColor(cut, cv2.COLOR_RGBA2BGRA))
             labels.append(f"images/{name}.png\t{label}")
             captions.append((f"images/{name}.png", caption))
+            drawn.append({"image": f"images/{name}.png", "label": CLASS_NAMES[label - 1], **meta})
     (root / "label.txt").write_text("".join(f"{line}\n" for line in sorted(labels)))
     with open(root / "captions.jsonl", "w") as fh:
         for image, caption in sorted(captions):
             fh.write(json.dumps({"image": image, "caption": caption}) + "\n")
+    with open(root / "meta.jsonl", "w") as fh:
+        for record in sorted(drawn, key=lambda r: r["image"]):
+            fh.write(json.dumps(record) + "\n")
     return out
 
 

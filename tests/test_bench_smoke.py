@@ -364,3 +364,47 @@ def test_gpu_train_check_reads_each_step_and_the_gpu_memory(tmp_path, monkeypatc
         "fails", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], str(tmp_path)
     )
     assert failed["rc"] == 3 and failed["summary"] is None and "boom" in failed["log_tail"]
+
+
+def test_error_breakdown_joins_predictions_to_how_each_lifestyle_image_was_drawn(tmp_path, capsys):
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from bench.rfnet_errors import breakdown, main, read_meta
+    from bench.rfnet_lifestyle import make_lifestyle_set
+    from rfnet.data import read_rf1m
+    from rfnet.evaluate import prediction_table
+    from rfnet.labels import DISPLAY_NAMES, LABELS
+
+    data = make_lifestyle_set(str(tmp_path / "set"), n_per_class=2, image_size=64, seed=3)
+    meta = read_meta(f"{data}/meta.jsonl")
+    samples = read_rf1m(data).samples
+    images = [s.image.removeprefix(data + "/") for s in samples]
+    assert sorted(meta) == sorted(images)
+    for s, image in zip(samples, images, strict=True):
+        record = meta[image]
+        assert record["label"] == DISPLAY_NAMES[s.label]
+        assert (record["size_mode"] is not None) == (LABELS[s.label] == "size_mismatch")
+        assert (record["space_mode"] is not None) == (LABELS[s.label] == "space_mismatch")
+        assert record["product_height_m"] > 0 and record["scene"] and record["camera"]
+
+    # A model that calls everything Available: every Size Mismatch image is taken for Available.
+    labels = np.array([s.label for s in samples])
+    probs = np.full((len(samples), 6), 0.1)
+    probs[:, 0] = 0.5
+    rows = prediction_table(images, labels, probs, 0.5).to_pylist()
+    result = breakdown(rows, meta, ["size_mode"])
+    assert result["matched"] == 12 and result["unmatched"] == 0
+    assert {g["true_label"] for g in result["groups"]} == {"size_mismatch"}
+    assert sum(g["n"] for g in result["groups"]) == 2
+    assert all(g["correct"] == 0 and g["taken_for"] == {"available": g["n"]} for g in result["groups"])
+    by_camera = breakdown(rows, meta, ["camera"])["groups"]
+    assert sum(g["n"] for g in by_camera) == 12
+    assert all(g["correct"] == (1.0 if g["true_label"] == "available" else 0.0) for g in by_camera)
+
+    pq.write_table(prediction_table(images, labels, probs, 0.5), tmp_path / "predictions.parquet")
+    out = tmp_path / "breakdown.json"
+    args = ["--predictions", str(tmp_path / "predictions.parquet"), "--meta", f"{data}/meta.jsonl"]
+    assert main([*args, "--by", "camera,space_mode", "--json", str(out)]) == 0
+    assert "12 images matched" in capsys.readouterr().out
+    assert {g["field"] for g in json.loads(out.read_text())["groups"]} == {"camera", "space_mode"}
