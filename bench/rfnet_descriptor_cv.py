@@ -16,6 +16,9 @@ Next to the full model's macro F1 on the same set, it says how much the CNNs add
 measurements, and what each kind of classifier makes of them::
 
     python -m bench.rfnet_descriptor_cv out/rfnet_quality/data-alt-7 out/rfnet_quality/data-lifestyle-7
+
+``--jpeg Q`` measures every image after a JPEG round trip at quality Q, as a set of JPEG files
+would be: how much of what the measurements see survives compression.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import os
 import time
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -39,11 +43,26 @@ from rfnet.trees import TreeParams, fit_trees
 CLASSIFIERS = ("mlp", "trees")
 
 
-def descriptors(model, root: str, threads: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(N, D)`` raw descriptors and ``(N,)`` labels of every labelled image under ``root``."""
+def jpeg_round_trip(images: torch.Tensor, quality: int) -> torch.Tensor:
+    """``(N, S, S, 3)`` uint8 RGB images encoded as JPEG at ``quality`` (4:2:0 chroma, as most
+    encoders write photos) and decoded again."""
+    out = images.numpy().copy()
+    for i, rgb in enumerate(out):
+        ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        out[i] = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+    return torch.from_numpy(out)
+
+
+def descriptors(model, root: str, threads: int, jpeg: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, D)`` raw descriptors and ``(N,)`` labels of every labelled image under ``root``;
+    ``jpeg``: measure the images after a JPEG round trip at that quality."""
     cfg = model.config
     samples = [s for s in read_rf1m(root).samples if s.label >= 0]
     data = load_examples(samples, image_size=cfg.image_size, product_size=cfg.product_size, threads=threads)
+    if jpeg is not None:
+        data.image = jpeg_round_trip(data.image, jpeg)
     precompute_maps(model, data, torch.device("cpu"), descriptor=True)
     if data.desc is None:
         raise ValueError(
@@ -98,19 +117,32 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--classifiers", default="mlp,trees", help=f"comma list of {', '.join(CLASSIFIERS)}")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--jpeg",
+        type=int,
+        metavar="Q",
+        help="measure every image after a JPEG round trip at quality Q (1-100)",
+    )
     parser.add_argument("--out", default=str(RESULTS_DIR / "rfnet_descriptor_cv.json"))
     args = parser.parse_args()
+    if args.jpeg is not None and not 1 <= args.jpeg <= 100:
+        parser.error("--jpeg: a quality from 1 to 100")
     classifiers = [c.strip() for c in args.classifiers.split(",") if c.strip()]
     unknown = sorted(set(classifiers) - set(CLASSIFIERS))
     if unknown or not classifiers:
         parser.error(f"--classifiers: unknown {unknown}; choose from {', '.join(CLASSIFIERS)}")
     torch.set_num_threads(args.threads)
     model = load_rfnet(args.rfnet, device="cpu", dtype="float32").model
-    result = {"command": command_line("bench.rfnet_descriptor_cv"), "machine": machine(), "rfnet": args.rfnet}
+    result = {
+        "command": command_line("bench.rfnet_descriptor_cv"),
+        "machine": machine(),
+        "rfnet": args.rfnet,
+        "jpeg_quality": args.jpeg,
+    }
     rows, sets = [], {}
     for root in args.data:
         t0 = time.perf_counter()
-        x, y = descriptors(model, root, args.threads)
+        x, y = descriptors(model, root, args.threads, args.jpeg)
         name = os.path.basename(os.path.normpath(root))
         sets[name] = {"data": root, "images": len(y), "descriptor_size": int(x.shape[1]), "folds": args.folds}
         for classifier in classifiers:

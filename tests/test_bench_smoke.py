@@ -97,15 +97,42 @@ def test_scale_bench_plans_only_the_first_wave(tmp_path):
     assert planning["ms"] >= 0
 
 
+def test_jpeg_round_trip_compresses_rgb_images_in_place_of_the_originals():
+    import torch
+
+    from bench.rfnet_descriptor_cv import jpeg_round_trip
+
+    yy, xx = np.mgrid[0:64, 0:64]
+    ramp = np.stack([xx * 3, yy * 3, 255 - (xx + yy) * 1.5], -1) + 40 * np.sin(xx / 3.0)[..., None]
+    images = torch.from_numpy(ramp.clip(0, 255).astype(np.uint8)[None])
+    low, high = jpeg_round_trip(images, 10), jpeg_round_trip(images, 100)
+    assert low.shape == images.shape and low.dtype == torch.uint8
+    err = lambda a: (a.float() - images.float()).abs().mean().item()  # noqa: E731
+    assert err(high) < 1 < 4 < err(low)
+    # Channels stay in RGB order: a pure red image stays red.
+    red = torch.zeros(1, 16, 16, 3, dtype=torch.uint8)
+    red[..., 0] = 255
+    assert (
+        jpeg_round_trip(red, 90)[0, 8, 8].tolist()[0]
+        > 240
+        > 15
+        > max(jpeg_round_trip(red, 90)[0, 8, 8, 1:].tolist())
+    )
+
+
 def test_descriptor_cross_validation_measures_and_separates(tmp_path):
     from bench.rfnet_descriptor_cv import cross_validate, descriptors
     from rfnet.checkpoint import load_rfnet
     from rfnet.data import make_synthetic_set
 
     root = make_synthetic_set(str(tmp_path / "set"), n_per_class=3, image_size=64, seed=5)
-    x, y = descriptors(load_rfnet("tiny", device="cpu", dtype="float32").model, root, threads=1)
+    model = load_rfnet("tiny", device="cpu", dtype="float32").model
+    x, y = descriptors(model, root, threads=1)
     assert x.shape[0] == y.shape[0] == 18 and x.shape[1] > 40 and np.isfinite(x).all()
     assert sorted(np.bincount(y)) == [3] * 6
+    # The same images through JPEG: other pixels, so other measurements, of the same images.
+    xj, yj = descriptors(model, root, threads=1, jpeg=30)
+    assert (yj == y).all() and np.isfinite(xj).all() and not np.allclose(xj, x)
 
     # Measurements that name the class are learned from the other folds: held-out predictions right.
     rng = np.random.default_rng(0)
