@@ -1297,6 +1297,8 @@ class _Sample:
     product: np.ndarray  # uint8 hxwx4 RGBA
     caption: str
     variant: str
+    scene: str = ""  # what the product stands on: table, podium, shelf, floor
+    kind: str = ""  # the product's kind
 
 
 def _make_sample(rng: np.random.Generator, label: int, S: int) -> _Sample:
@@ -1592,7 +1594,7 @@ def _make_sample(rng: np.random.Generator, label: int, S: int) -> _Sample:
     _over(out, prgb_f, pa_f, x0, y0)
     image = np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
     product = np.dstack([prgb8, pa8])
-    return _Sample(image, product, caption, variant)
+    return _Sample(image, product, caption, variant, scene_kind, kind)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1604,10 +1606,12 @@ def _rng(seed: int, label: int, index: int) -> np.random.Generator:
 
 
 def make_studio_set(out: str, *, n_per_class: int, image_size: int = 128, seed: int = 0) -> str:
-    """Write ``n_per_class`` images per RFNet class under ``out``; returns ``out``."""
+    """Write ``n_per_class`` images per RFNet class under ``out``; returns ``out``. Besides the RF1M
+    files, ``meta.jsonl`` records how each image was drawn (class, :data:`VARIANTS` variant, what
+    the product stands on, product kind) for ``python -m bench.rfnet_errors``."""
     os.makedirs(os.path.join(out, "images"), exist_ok=True)
     os.makedirs(os.path.join(out, "products"), exist_ok=True)
-    labels, captions = [], []
+    labels, captions, drawn = [], [], []
     used: set[str] = set()
     for label in range(1, 7):
         for i in range(n_per_class):
@@ -1624,6 +1628,15 @@ def make_studio_set(out: str, *, n_per_class: int, image_size: int = 128, seed: 
             )
             labels.append(f"{rel}\t{label}")
             captions.append((rel, s.caption))
+            drawn.append(
+                {
+                    "image": rel,
+                    "label": CLASS_NAMES[label],
+                    "variant": s.variant,
+                    "scene": s.scene,
+                    "product": s.kind,
+                }
+            )
     labels.sort()
     captions.sort()
     with open(os.path.join(out, "label.txt"), "w") as f:
@@ -1631,6 +1644,9 @@ def make_studio_set(out: str, *, n_per_class: int, image_size: int = 128, seed: 
     with open(os.path.join(out, "captions.jsonl"), "w") as f:
         for rel, cap in captions:
             f.write(json.dumps({"image": rel, "caption": cap}) + "\n")
+    with open(os.path.join(out, "meta.jsonl"), "w") as f:
+        for record in sorted(drawn, key=lambda r: r["image"]):
+            f.write(json.dumps(record) + "\n")
     return out
 
 

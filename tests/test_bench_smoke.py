@@ -318,6 +318,7 @@ def test_quality_sets_from_the_other_generators_are_reproducible_balanced_rf1m(t
     from bench.rfnet_quality import make_alt_set
     from bench.rfnet_studio import make_studio_set
     from rfnet.data import load_example, read_rf1m
+    from rfnet.labels import DISPLAY_NAMES
 
     for make in (make_alt_set, make_studio_set, make_lifestyle_set):
         name = make.__name__
@@ -332,6 +333,16 @@ def test_quality_sets_from_the_other_generators_are_reproducible_balanced_rf1m(t
         assert all(s.product is not None and s.caption for s in index.samples)
         ex = load_example(index.samples[0], image_size=96, product_size=32)
         assert ex["image"].shape == (96, 96, 3) and ex["has_product"]
+        if make is not make_alt_set:  # how each image was drawn, for bench.rfnet_errors
+            records = [
+                json.loads(line) for line in (tmp_path / f"{name}-a" / "meta.jsonl").read_text().splitlines()
+            ]
+            labels = [
+                line.split("\t") for line in (tmp_path / f"{name}-a" / "label.txt").read_text().splitlines()
+            ]
+            assert [(r["image"], r["label"]) for r in records] == [
+                (image, DISPLAY_NAMES[int(label) - 1]) for image, label in labels
+            ], name
 
 
 def test_product_search_bench_reports_every_class(tmp_path):
