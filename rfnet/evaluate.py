@@ -150,7 +150,7 @@ def prediction_table(images: list[str], labels: np.ndarray, probs: np.ndarray, t
     to the annotation (``true_label``) and whether the two agree (``correct``)."""
     labels = np.asarray(labels, np.int64)
     probs = np.asarray(probs, np.float32)
-    pred = probs.argmax(axis=1) if len(labels) else np.zeros(0, np.int64)
+    pred = probs.argmax(axis=1)
     columns: dict[str, Any] = {
         "image": pa.array(images, pa.string()),
         "true_label": pa.array([LABELS[k] for k in labels], pa.string()),
@@ -180,7 +180,7 @@ def render_errors(
     uint8 as scored."""
     labels = np.asarray(labels, np.int64)
     probs = np.asarray(probs, np.float64)
-    pred = probs.argmax(axis=1) if len(labels) else np.zeros(0, np.int64)
+    pred = probs.argmax(axis=1)
     cm = metrics.confusion_matrix(labels, pred, len(names))
     off = [(int(cm[t, p]), t, p) for t in range(len(names)) for p in range(len(names)) if t != p and cm[t, p]]
     pairs = sorted(off, key=lambda c: (-c[0], c[1], c[2]))[:max_pairs]
