@@ -6,8 +6,10 @@
 ``predictions.parquet`` is what ``reliable-ad evaluate`` writes (one row per scored image);
 ``meta.jsonl`` holds one JSON object per image with an ``image`` key (the same path, relative to
 the set's root) and any fields describing it, as the generator of a test set knows them (the
-lifestyle set writes scene, camera, product and the defect's variant). For each field of
-``--by`` (default: every field but ``image`` and ``label``) and each true class, the images are
+studio and lifestyle sets write ``meta.jsonl`` with scene, product and the defect's variant; the
+package's synthetic set writes ``synthetic.jsonl`` with the variant). For each field of ``--by``
+(default: every field of strings, integers or booleans with 2 to 20 distinct values, ``image``
+and ``label`` aside) and each true class, the images are
 grouped by the field's value: how many, the share classified right, and what the wrong ones were
 taken for. A group whose value is null (the field does not apply to that class) is left out.
 """
@@ -22,6 +24,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 SKIP = ("image", "label")
+MAX_VALUES = 20  # a field with more distinct values (a caption, a seed per image) is not a grouping
 
 
 def read_meta(path: str) -> dict[str, dict[str, Any]]:
@@ -38,6 +41,22 @@ def read_meta(path: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+def groupable_fields(records: list[dict[str, Any]], max_values: int = MAX_VALUES) -> list[str]:
+    """The fields worth grouping by: strings, integers or booleans (never floats, lists or objects)
+    taking from 2 to ``max_values`` distinct values, ``image`` and ``label`` aside."""
+    values: dict[str, set] = defaultdict(set)
+    bad: set[str] = set(SKIP)
+    for record in records:
+        for key, value in record.items():
+            if value is None:
+                continue
+            if isinstance(value, float | list | dict):
+                bad.add(key)
+            else:
+                values[key].add(value)
+    return sorted(k for k, v in values.items() if k not in bad and 2 <= len(v) <= max_values)
+
+
 def breakdown(
     predictions: list[dict[str, Any]], meta: dict[str, dict[str, Any]], fields: list[str] | None = None
 ) -> dict[str, Any]:
@@ -45,7 +64,7 @@ def breakdown(
     for predictions rows (``image``, ``true_label``, ``label``) joined to ``meta`` by image."""
     rows = [(r, meta[r["image"]]) for r in predictions if r["image"] in meta]
     if fields is None:
-        fields = sorted({k for _, m in rows for k in m} - set(SKIP))
+        fields = groupable_fields([m for _, m in rows])
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r, m in rows:
         for field in fields:

@@ -408,7 +408,7 @@ def test_error_breakdown_joins_predictions_to_how_each_lifestyle_image_was_drawn
     import numpy as np
     import pyarrow.parquet as pq
 
-    from bench.rfnet_errors import breakdown, main, read_meta
+    from bench.rfnet_errors import breakdown, groupable_fields, main, read_meta
     from bench.rfnet_lifestyle import make_lifestyle_set
     from rfnet.data import read_rf1m
     from rfnet.evaluate import prediction_table
@@ -436,6 +436,31 @@ def test_error_breakdown_joins_predictions_to_how_each_lifestyle_image_was_drawn
     assert {g["true_label"] for g in result["groups"]} == {"size_mismatch"}
     assert sum(g["n"] for g in result["groups"]) == 2
     assert all(g["correct"] == 0 and g["taken_for"] == {"available": g["n"]} for g in result["groups"])
+    # By default: fields with a few distinct strings or integers; no floats, lists or constants.
+    assert {"camera", "scene", "product"} <= {g["field"] for g in breakdown(rows, meta)["groups"]}
+    fields = groupable_fields(list(meta.values()))
+    assert {"camera", "scene", "product"} <= set(fields)
+    assert not {"product_height_m", "product_px", "scene_scale", "image", "label"} & set(fields)
+    synthetic = [
+        {
+            "image": "a",
+            "label": "x",
+            "variant": "v1",
+            "product_box": [0, 0, 1, 1],
+            "caption": "c1",
+            "seed": 3,
+        },
+        {
+            "image": "b",
+            "label": "y",
+            "variant": "v2",
+            "product_box": [0, 0, 1, 1],
+            "caption": "c2",
+            "seed": 3,
+        },
+    ]
+    assert groupable_fields(synthetic) == ["caption", "variant"]
+    assert groupable_fields(synthetic, max_values=1) == []
     by_camera = breakdown(rows, meta, ["camera"])["groups"]
     assert sum(g["n"] for g in by_camera) == 12
     assert all(g["correct"] == (1.0 if g["true_label"] == "available" else 0.0) for g in by_camera)
