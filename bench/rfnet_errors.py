@@ -34,7 +34,10 @@ def read_meta(path: str) -> dict[str, dict[str, Any]]:
         for number, line in enumerate(fh, 1):
             if not line.strip():
                 continue
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not JSON ({exc.msg})") from None
             if not isinstance(record, dict) or "image" not in record:
                 raise ValueError(f"{path}:{number}: expected a JSON object with an 'image' key")
             out[str(record["image"])] = record

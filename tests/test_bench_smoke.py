@@ -470,4 +470,11 @@ def test_error_breakdown_joins_predictions_to_how_each_lifestyle_image_was_drawn
     args = ["--predictions", str(tmp_path / "predictions.parquet"), "--meta", f"{data}/meta.jsonl"]
     assert main([*args, "--by", "camera,space_mode", "--json", str(out)]) == 0
     assert "12 images matched" in capsys.readouterr().out
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"image": "a.png"}\n{"image": "b.png"\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not JSON"):
+        read_meta(str(bad))
+    bad.write_text('["a.png"]\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: expected a JSON object"):
+        read_meta(str(bad))
     assert {g["field"] for g in json.loads(out.read_text())["groups"]} == {"camera", "space_mode"}
