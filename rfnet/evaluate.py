@@ -14,7 +14,9 @@
    ``split="all"``) scores every labelled sample; ``split="test"`` / ``"val"`` insist on that
    share and fail if there is none.
 2. **Scoring.** Samples are decoded exactly as in training (``rfnet.data.load_example``) and scored
-   in batches on the configured device.
+   in batches on the configured device. How well the product search found each cut-out in its
+   image is summarised in ``product_search`` (:func:`rfnet.aux.search_report`), with a warning in
+   the log when the cut-outs do not look like the pasted products.
 3. **Metrics** (:func:`build_report`, a pure function): macro F1 and per-class precision / recall /
    F1 / support from the argmax class, the confusion matrix (rows: true class, columns: predicted),
    and Available as a binary problem: precision / recall / F1 of "argmax is Available" and the
@@ -49,11 +51,12 @@ from pipelines import storage
 from pipelines.config import ConfigError
 from pipelines.device import autocast
 from rfnet import metrics
+from rfnet.aux import search_report
 from rfnet.checkpoint import LoadedRFNet, load_rfnet, update_meta
 from rfnet.config import EvaluateConfig
 from rfnet.data import holdout_split, read_rf1m, split_samples
 from rfnet.labels import AVAILABLE, DISPLAY_NAMES, LABELS, NUM_CLASSES
-from rfnet.train import Examples, PrepProgress, explicit_splits, load_examples
+from rfnet.train import Examples, PrepProgress, explicit_splits, load_examples, log_search
 
 logger = logging.getLogger(__name__)
 
@@ -211,25 +214,29 @@ def render_errors(
     return buf.getvalue()
 
 
-def predict_examples(loaded: LoadedRFNet, data: Examples, batch_size: int) -> np.ndarray:
-    """Class probabilities ``(N, 6)`` of decoded examples (the preprocessing of training)."""
+def predict_examples(
+    loaded: LoadedRFNet, data: Examples, batch_size: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class probabilities ``(N, 6)`` of decoded examples (the preprocessing of training), and the
+    product search's error per example ``(N,)`` (None for a model without the search)."""
     model, placement = loaded.model, loaded.placement
     out = np.zeros((len(data), NUM_CLASSES), np.float32)
+    errors = np.ones(len(data), np.float32) if model.config.use_placement else None
     report = PrepProgress("scoring", len(data))
     with torch.inference_mode():
         for start in range(0, len(data), batch_size):
             idx = np.arange(start, min(start + batch_size, len(data)))
             b = data.batch(idx, placement.device)
             with autocast(placement):
-                logits = model(
-                    b["image"].to(placement.dtype),
-                    b["product"].to(placement.dtype),
-                    b["has_product"],
-                    model.tokenize(b["caption"]),
-                )
+                image, product = b["image"].to(placement.dtype), b["product"].to(placement.dtype)
+                # The maps the forward pass would compute itself, kept for the search's error.
+                maps = model.aux_maps(image, product if model.config.use_product else None, b["has_product"])
+                logits = model(image, product, b["has_product"], model.tokenize(b["caption"]), maps=maps)
             out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            if errors is not None:
+                errors[idx] = maps["box_error"].float().cpu().numpy()
             report(int(idx[-1]) + 1)
-    return out
+    return out, errors
 
 
 def select_samples(cfg: EvaluateConfig, loaded: LoadedRFNet, root: str) -> tuple[list, dict[str, Any]]:
@@ -319,8 +326,12 @@ def evaluate_rfnet(cfg: EvaluateConfig) -> dict[str, Any]:
     )
     if len(data) == 0:
         raise ConfigError(f"none of the {len(samples)} selected samples in {root!r} could be decoded")
-    probs = predict_examples(loaded, data, cfg.batch_size)
+    probs, search_error = predict_examples(loaded, data, cfg.batch_size)
     report = build_report(data.label.numpy(), probs, cfg.target_precision)
+    search = None
+    if search_error is not None:
+        search = search_report(torch.from_numpy(search_error), data.has_product)
+        log_search(search, "scored images", logger)
     written = False
     if cfg.write_threshold:
         if report["threshold"] is None:
@@ -354,6 +365,7 @@ def evaluate_rfnet(cfg: EvaluateConfig) -> dict[str, Any]:
         "checkpoint_threshold": loaded.threshold,
         "predictions": {"file": PREDICTIONS_PARQUET, "accepted_threshold": in_effect},
         "placement": loaded.placement.describe() if loaded.placement else None,
+        "product_search": search,
         "config": cfg.to_dict(),
         "elapsed_s": round(time.time() - start, 2),
     }

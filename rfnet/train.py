@@ -60,6 +60,7 @@ from pipelines import storage
 from pipelines.config import ConfigError
 from pipelines.device import autocast, place
 from rfnet import metrics
+from rfnet.aux import search_report, search_warning
 from rfnet.checkpoint import init_from, save_rfnet
 from rfnet.config import AugmentConfig, OptimConfig, TrainRFNetConfig
 from rfnet.data import ExampleError, Sample, holdout_split, load_example, read_rf1m, split_samples
@@ -326,6 +327,18 @@ def precompute_maps(
         data.desc = torch.cat(descs)
 
 
+def log_search(report: dict[str, Any], where: str, log: logging.Logger = logger) -> None:
+    """Log a :func:`rfnet.aux.search_report` in one line, and its warning if it has one."""
+    if report.get("with_product"):
+        log.info(
+            "product search on the %s: median error %.4f over %d images with a product, %.0f%% over %.2f",
+            where, report["median_error"], report["with_product"], 100 * report["poor_share"], report["poor_error"],
+        )  # fmt: skip
+    warning = search_warning(report)
+    if warning:
+        log.warning("%s: %s", where, warning)
+
+
 def load_examples(
     samples: list[Sample], *, image_size: int, product_size: int, threads: int, progress: bool = False
 ) -> Examples:
@@ -581,6 +594,12 @@ class MemoryData:
         precompute_maps(model, self.train, device, descriptor=once, progress=chatty)
         precompute_maps(model, self.val, device, descriptor=once)
         self.skipped = self.train.skipped + self.val.skipped
+        # How well the product search matched on the training split (None without it).
+        self.search = None
+        if self.train.box is not None:
+            self.search = search_report(self.train.box[:, 4], self.train.has_product)
+            if chatty:
+                log_search(self.search, "training split")
         if len(self.train) < cfg.optim.batch_size:
             raise ValueError(
                 f"the training split has {len(self.train)} examples, fewer than one global batch "
@@ -668,6 +687,7 @@ class StreamData:
         self.val = session.dataset_shard("val")
         self.n_train = int(config["n_train"])
         self.skipped = 0
+        self.search = None  # the maps are computed per batch: no set-wide product search report
         self.local = cfg.optim.batch_size // self.world
         if self.steps_per_epoch() == 0:
             raise ValueError(
@@ -1007,7 +1027,7 @@ def fit_worker(config: dict[str, Any], session) -> None:
                     saved,
                     cfg.model,
                     cfg.out,
-                    meta=_best_meta(cfg, config["meta"], state, per, cm, data.skipped),
+                    meta=_best_meta(cfg, config["meta"], state, per, cm, data.skipped, data.search),
                 )
             if writer is not None:
                 for k, v in epoch_metrics.items():
@@ -1080,7 +1100,13 @@ def _upload_dir(local: str, remote: str) -> None:
 
 
 def _best_meta(
-    cfg: TrainRFNetConfig, base: dict[str, Any], state: dict[str, Any], per, cm: np.ndarray, skipped: int
+    cfg: TrainRFNetConfig,
+    base: dict[str, Any],
+    state: dict[str, Any],
+    per,
+    cm: np.ndarray,
+    skipped: int,
+    search: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         **base,
@@ -1091,6 +1117,7 @@ def _best_meta(
             "val_confusion": cm.tolist(),
             "history": state["history"],
             "skipped_examples": skipped,
+            "product_search": search,
             "config_hash": cfg.config_hash(),
             "config": cfg.to_dict(),
         },

@@ -18,6 +18,8 @@ from rfnet.aux import (
     locate_product,
     placement_map,
     product_match_maps,
+    search_report,
+    search_warning,
 )
 
 
@@ -144,6 +146,18 @@ def test_locate_product_finds_an_unchanged_paste():
     assert float(error) < 0.01
     box, error = locate_product(image, product, torch.zeros(1, dtype=torch.bool))
     assert box.tolist() == [[0.0, 0.0, 1.0, 1.0]] and float(error) == 1.0
+
+
+def test_search_report_counts_poor_matches_among_images_with_a_product():
+    error = torch.tensor([0.01, 0.02, 0.3, 1.0])
+    report = search_report(error, torch.tensor([True, True, True, False]))
+    assert report == {"with_product": 3, "median_error": 0.02, "poor_error": 0.05, "poor_share": 0.3333}
+    warning = search_warning(report)
+    assert warning is not None and "33% of the 3 images" in warning and "products/<name>" in warning
+    report = search_report(error, torch.tensor([True, True, False, False]))
+    assert report["poor_share"] == 0.0 and search_warning(report) is None
+    assert search_report(error, torch.zeros(4, dtype=torch.bool)) == {"with_product": 0}
+    assert search_warning({"with_product": 0}) is None
 
 
 def soft_product_among_patches(seed: int):

@@ -119,6 +119,28 @@ def test_predictions_follow_the_images_that_could_be_decoded(tmp_path, tiny_set)
     assert {r["image"]: r["true_label"] for r in rows} == {k: v for k, v in truth.items() if k != broken}
 
 
+def test_eval_json_says_when_the_cut_outs_are_not_the_pasted_products(tmp_path, tiny_set, caplog):
+    import shutil
+
+    constant_model(tmp_path / "model", favourite=2)
+    with caplog.at_level("WARNING", logger="rfnet.evaluate"):
+        report = evaluate(tmp_path, tmp_path / "model", tiny_set, split="all")
+    assert report["product_search"]["with_product"] == 12 and report["product_search"]["poor_share"] == 0.0
+    assert report["product_search"]["median_error"] < 0.02 and not caplog.records
+    # Every image gets the next image's cut-out (another product, drawn elsewhere).
+    data = tmp_path / "swapped"
+    shutil.copytree(tiny_set, data)
+    products = sorted((data / "products").iterdir())
+    contents = [p.read_bytes() for p in products]
+    for path, content in zip(products, contents[1:] + contents[:1], strict=True):
+        path.write_bytes(content)
+    with caplog.at_level("WARNING", logger="rfnet.evaluate"):
+        report = evaluate(tmp_path, tmp_path / "model", str(data), split="all")
+    search = report["product_search"]
+    assert search["with_product"] == 12 and search["poor_share"] > 0.5 and search["median_error"] > 0.05
+    assert any("products/<name> is the cut-out pasted into image <name>" in r.message for r in caplog.records)
+
+
 def test_errors_png_shows_the_most_confident_mistakes_of_the_most_frequent_confusions():
     # 8 images, each one flat colour; true/predicted: two Available -> Size Mismatch (image 1 more
     # confident than image 0), one Unsuitable -> Available, the rest right.

@@ -203,6 +203,9 @@ def test_train_rfnet_and_evaluate_cli_end_to_end(ray_cluster, tiny_set, tmp_path
     assert loaded.model.tree_leaf.view(torch.float32).abs().sum() > 0  # fitted before the first epoch
     history = loaded.meta["train"]["history"]
     assert all(h["tree_weight"] in (0.0, 0.25, 0.5, 0.75, 1.0) for h in history)
+    # The synthetic set pastes its cut-outs unchanged: the search finds every one of them.
+    search = loaded.meta["train"]["product_search"]
+    assert search["with_product"] == summary["n_train"] and search["poor_share"] == 0.0
 
     args = ["evaluate", "--preset", "tiny", "--rfnet", out, "--data", tiny_set, "--out", eval_out]
     assert main([*args, "--split", "val"]) == 0
