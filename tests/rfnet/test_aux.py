@@ -151,13 +151,22 @@ def test_locate_product_finds_an_unchanged_paste():
 def test_search_report_counts_poor_matches_among_images_with_a_product():
     error = torch.tensor([0.01, 0.02, 0.3, 1.0])
     report = search_report(error, torch.tensor([True, True, True, False]))
-    assert report == {"with_product": 3, "median_error": 0.02, "poor_error": 0.05, "poor_share": 0.3333}
+    assert report == {
+        "with_product": 3,
+        "without_product": 1,
+        "median_error": 0.02,
+        "poor_error": 0.05,
+        "poor_share": 0.3333,
+    }
     warning = search_warning(report)
     assert warning is not None and "33% of the 3 images" in warning and "products/<name>" in warning
     report = search_report(error, torch.tensor([True, True, False, False]))
     assert report["poor_share"] == 0.0 and search_warning(report) is None
-    assert search_report(error, torch.zeros(4, dtype=torch.bool)) == {"with_product": 0}
-    assert search_warning({"with_product": 0}) is None
+    # No cut-out at all: RFNet reads the image alone, which an operator should hear about.
+    report = search_report(error, torch.zeros(4, dtype=torch.bool))
+    assert report == {"with_product": 0, "without_product": 4}
+    assert "none of the 4 images has a product cut-out" in search_warning(report)
+    assert search_warning(search_report(error[:0], torch.zeros(0, dtype=torch.bool))) is None
 
 
 def soft_product_among_patches(seed: int):

@@ -139,6 +139,13 @@ def test_eval_json_says_when_the_cut_outs_are_not_the_pasted_products(tmp_path, 
     search = report["product_search"]
     assert search["with_product"] == 12 and search["poor_share"] > 0.5 and search["median_error"] > 0.05
     assert any("products/<name> is the cut-out pasted into image <name>" in r.message for r in caplog.records)
+    # No cut-outs at all.
+    shutil.rmtree(data / "products")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rfnet.evaluate"):
+        report = evaluate(tmp_path, tmp_path / "model", str(data), split="all")
+    assert report["product_search"] == {"with_product": 0, "without_product": 12}
+    assert any("none of the 12 images has a product cut-out" in r.message for r in caplog.records)
 
 
 def test_errors_png_shows_the_most_confident_mistakes_of_the_most_frequent_confusions():
