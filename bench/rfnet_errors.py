@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -99,9 +100,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--by", help="comma-separated fields to group by (default: all)")
     parser.add_argument("--json", help="also write the breakdown here")
     args = parser.parse_args(argv)
+    for path in (args.predictions, args.meta):
+        if not os.path.isfile(path):
+            raise SystemExit(f"{path} does not exist or is not a file")
     predictions = pq.read_table(args.predictions, columns=["image", "true_label", "label"]).to_pylist()
+    meta = read_meta(args.meta)
     fields = [f for f in args.by.split(",") if f] if args.by else None
-    result = breakdown(predictions, read_meta(args.meta), fields)
+    known = {key for record in meta.values() for key in record}
+    if fields and (unknown := [f for f in fields if f not in known]):
+        raise SystemExit(
+            f"--by {','.join(unknown)}: no record of {args.meta} has that field; "
+            f"its fields: {', '.join(sorted(known - set(SKIP)))}"
+        )
+    result = breakdown(predictions, meta, fields)
     if result["matched"] == 0:
         raise SystemExit(
             f"no image of {args.predictions} is in {args.meta} (paths relative to the set's root?)"

@@ -241,9 +241,7 @@ def predict_examples(
 
 def select_samples(cfg: EvaluateConfig, loaded: LoadedRFNet, root: str) -> tuple[list, dict[str, Any]]:
     """The labelled samples to score and a description of the choice (for eval.json)."""
-    index = read_rf1m(root)
-    if index.problems:
-        logger.warning("%s", index.summary())
+    index = read_rf1m(root)  # logs its own summary, with any problems
     labelled = [s for s in index.samples if s.label >= 0]
     if not labelled:
         raise ConfigError(f"--data {root!r} holds no labelled samples; {index.summary()}")

@@ -1184,9 +1184,7 @@ def prepare_split(cfg: TrainRFNetConfig) -> tuple[list[Sample], list[Sample], di
     left for ``evaluate`` and is read by nothing here.
     """
     root = storage.normalize(cfg.data.root)
-    index = read_rf1m(root)
-    if index.problems:
-        logger.warning("%s", index.summary())
+    index = read_rf1m(root)  # logs its own summary, with any problems
     splits = explicit_splits(index)
     if "train" in splits:
         train_file, train = splits["train"]

@@ -470,6 +470,12 @@ def test_error_breakdown_joins_predictions_to_how_each_lifestyle_image_was_drawn
     args = ["--predictions", str(tmp_path / "predictions.parquet"), "--meta", f"{data}/meta.jsonl"]
     assert main([*args, "--by", "camera,space_mode", "--json", str(out)]) == 0
     assert "12 images matched" in capsys.readouterr().out
+    with pytest.raises(
+        SystemExit, match=r"--by space: no record of .*meta.jsonl has that field; .*space_mode"
+    ):
+        main([*args, "--by", "space"])
+    with pytest.raises(SystemExit, match=r"missing.parquet does not exist"):
+        main(["--predictions", str(tmp_path / "missing.parquet"), "--meta", f"{data}/meta.jsonl"])
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"image": "a.png"}\n{"image": "b.png"\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2: not JSON"):

@@ -102,7 +102,7 @@ def test_write_threshold_stores_it_for_every_later_load(tmp_path, tiny_set):
     assert len(rows) == 12 and all(r["accepted"] for r in rows)
 
 
-def test_predictions_follow_the_images_that_could_be_decoded(tmp_path, tiny_set):
+def test_predictions_follow_the_images_that_could_be_decoded(tmp_path, tiny_set, caplog):
     import shutil
 
     data = tmp_path / "set"
@@ -110,9 +110,15 @@ def test_predictions_follow_the_images_that_could_be_decoded(tmp_path, tiny_set)
     samples = read_rf1m(str(data)).samples
     broken = samples[3].image.removeprefix(str(data) + "/")
     (data / broken).write_bytes(b"not an image")
+    with open(data / "label.txt", "a") as fh:
+        fh.write("images/missing.png\t2\n")
     constant_model(tmp_path / "model", favourite=2)
-    report = evaluate(tmp_path, tmp_path / "model", str(data), split="all")
+    with caplog.at_level("INFO", logger="rfnet"):
+        report = evaluate(tmp_path, tmp_path / "model", str(data), split="all")
     assert report["n"] == 11 and report["skipped"] == 1
+    # The reader's summary of the unusable line is logged once, by the reader.
+    summaries = [r for r in caplog.records if "1 problems (image not found: 1)" in r.getMessage()]
+    assert [r.name for r in summaries] == ["rfnet.data.rf1m"]
     rows = pq.read_table(tmp_path / "eval" / "predictions.parquet").to_pylist()
     truth = {s.image.removeprefix(str(data) + "/"): LABELS[s.label] for s in samples}
     assert broken not in {r["image"] for r in rows}
