@@ -12,6 +12,8 @@ on one or more labelled sets:
 - ``studio``: :func:`bench.rfnet_studio.make_studio_set`, a third generator written from the class
   definitions only, without reading the other two: perspective studio scenes, large centred
   products as the production pipeline places them, other defect variants;
+- ``studio-real``: the same scenes and defects around the real cut-outs of ``--products-dir``
+  (photographs of products: printed labels, gloss, several parts in one cut-out);
 - ``lifestyle``: :func:`bench.rfnet_lifestyle.make_lifestyle_set`, a fourth, written the same way
   from the class definitions alone: kitchen counters, desks, bathroom shelves and outdoor scenes
   at varied camera heights.
@@ -380,7 +382,7 @@ def main() -> None:
     parser.add_argument(
         "--sets",
         default="synthetic,alt",
-        help="comma list of synthetic, synthetic-real, alt, studio, lifestyle",
+        help="comma list of synthetic, synthetic-real, alt, studio, studio-real, lifestyle",
     )
     parser.add_argument(
         "--n-per-class",
@@ -423,11 +425,15 @@ def main() -> None:
         if not os.path.exists(os.path.join(data, "label.txt")):
             if name == "alt":
                 make_alt_set(data, n_per_class=args.n_per_class, image_size=args.image_size, seed=args.seed)
-            elif name == "studio":
+            elif name in ("studio", "studio-real"):
                 from bench.rfnet_studio import make_studio_set
 
                 make_studio_set(
-                    data, n_per_class=args.n_per_class, image_size=args.image_size, seed=args.seed
+                    data,
+                    n_per_class=args.n_per_class,
+                    image_size=args.image_size,
+                    seed=args.seed,
+                    products_dir=args.products_dir if name == "studio-real" else None,
                 )
             elif name == "lifestyle":
                 from bench.rfnet_lifestyle import make_lifestyle_set

@@ -19,6 +19,7 @@ is written with the layout of the project's RFNet data (``images/``, ``products/
 project's training generators produced.
 
     python -m bench.rfnet_studio --out /tmp/studio --n-per-class 100 --sheet /tmp/studio.png
+    python -m bench.rfnet_studio --out /tmp/studio-real --products-dir ../shared/data/products
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from rfnet.data.synthetic import Product, load_product_pool
 
 CLASS_NAMES = {
     1: "Available",
@@ -87,6 +90,10 @@ _KINDS: dict[str, tuple[tuple[str, ...], float]] = {
     "sneaker": (("sneaker", "running shoe", "canvas sneaker"), 11.0),
     "headphones": (("wireless headphones", "over-ear headphones"), 19.0),
 }
+# the real height given to a real cut-out (``products_dir``), whose kind the set does not know:
+# reference objects are drawn at their real sizes next to a product of this height
+_REAL_CM = 20.0
+_REAL_MAX_SIDE = 1024  # real cut-outs larger than this are shrunk when loaded
 _WALL_TONES = np.array(
     [
         (0.93, 0.91, 0.87),
@@ -1291,6 +1298,20 @@ def _hallucinate(rng, img, variant, prgb, pa, x0, y0, S):
 # one image
 
 
+def _real_sprite(product: Product, height: float, max_width: float) -> tuple[np.ndarray, np.ndarray]:
+    """A real cut-out resized (premultiplied, so no fringes) to ``height`` px, or narrower to fit
+    ``max_width``: ``(RGB, alpha)`` in [0, 1], as :func:`_product_sprite` returns them."""
+    h, w = product.rgba.shape[:2]
+    scale = min(height / h, max_width / w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    a = product.rgba[..., 3:].astype(np.float32) / 255
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    pre = cv2.resize(product.rgba[..., :3].astype(np.float32) / 255 * a, size, interpolation=interp)
+    alpha = np.clip(cv2.resize(a[..., 0], size, interpolation=interp), 0, 1)
+    rgb = np.where(alpha[..., None] > 1e-3, pre / np.maximum(alpha[..., None], 1e-3), 0)
+    return np.clip(rgb, 0, 1).astype(np.float32), alpha.astype(np.float32)
+
+
 @dataclass
 class _Sample:
     image: np.ndarray  # uint8 SxSx3 RGB
@@ -1301,25 +1322,31 @@ class _Sample:
     kind: str = ""  # the product's kind
 
 
-def _make_sample(rng: np.random.Generator, label: int, S: int) -> _Sample:
+def _make_sample(rng: np.random.Generator, label: int, S: int, pool: list[Product] | None = None) -> _Sample:
+    """One image of class ``label``; with a ``pool`` of real cut-outs, the product is one of them."""
     variant = str(rng.choice(VARIANTS[label]))
     light = float(rng.choice([-1.0, 1.0]) * rng.uniform(0.3, 1.0))
 
     # ---- product
-    kinds = list(_KINDS)
-    if label == 4 and variant == "room":
-        kinds = ["bottle", "perfume", "can", "jar", "tube", "headphones", "sneaker", "box"]
-    if label == 4 and variant == "shelf":
-        kinds = ["bottle", "vase", "perfume", "tube", "lamp", "bag", "can", "headphones"]
-    kind = kinds[int(rng.integers(len(kinds)))]
-    names = list(_COLOURS)
-    cname = names[int(rng.integers(len(names)))]
-    colour = np.asarray(_COLOURS[cname], np.float32) * rng.uniform(0.9, 1.06)
-    colour = np.clip(colour, 0, 1)
-    accent = np.asarray(_COLOURS[names[int(rng.integers(len(names)))]], np.float32)
-    lab_col = np.float32([0.96, 0.95, 0.92]) if rng.random() < 0.6 else accent
-    nouns, prod_cm = _KINDS[kind]
-    caption = f"{cname} {nouns[int(rng.integers(len(nouns)))]}"
+    real = pool[int(rng.integers(len(pool)))] if pool else None
+    if real is not None:
+        kind, caption, prod_cm = real.kind, real.caption, _REAL_CM
+        colour = real.colour / 255.0
+    else:
+        kinds = list(_KINDS)
+        if label == 4 and variant == "room":
+            kinds = ["bottle", "perfume", "can", "jar", "tube", "headphones", "sneaker", "box"]
+        if label == 4 and variant == "shelf":
+            kinds = ["bottle", "vase", "perfume", "tube", "lamp", "bag", "can", "headphones"]
+        kind = kinds[int(rng.integers(len(kinds)))]
+        names = list(_COLOURS)
+        cname = names[int(rng.integers(len(names)))]
+        colour = np.asarray(_COLOURS[cname], np.float32) * rng.uniform(0.9, 1.06)
+        colour = np.clip(colour, 0, 1)
+        accent = np.asarray(_COLOURS[names[int(rng.integers(len(names)))]], np.float32)
+        lab_col = np.float32([0.96, 0.95, 0.92]) if rng.random() < 0.6 else accent
+        nouns, prod_cm = _KINDS[kind]
+        caption = f"{cname} {nouns[int(rng.integers(len(nouns)))]}"
 
     L = rng.uniform(0.45, 0.78) if rng.random() < 0.8 else rng.uniform(0.3, 0.45)
     if label == 4 and variant == "dwarf":
@@ -1334,7 +1361,10 @@ def _make_sample(rng: np.random.Generator, label: int, S: int) -> _Sample:
         L = rng.uniform(0.5, 0.75)
     elif label == 6 and variant == "taller":
         L = rng.uniform(0.35, 0.6)
-    prgb, pa = _product_sprite(rng, kind, L * S, tuple(colour), tuple(accent), tuple(lab_col), light)
+    if real is not None:
+        prgb, pa = _real_sprite(real, L * S, 0.9 * S)
+    else:
+        prgb, pa = _product_sprite(rng, kind, L * S, tuple(colour), tuple(accent), tuple(lab_col), light)
     # quantise and crop: these exact pixels are saved and pasted
     pa8 = np.round(pa * 255).astype(np.uint8)
     ys, xs = np.nonzero(pa8)
@@ -1593,7 +1623,9 @@ def _make_sample(rng: np.random.Generator, label: int, S: int) -> _Sample:
     out = img.copy()
     _over(out, prgb_f, pa_f, x0, y0)
     image = np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
-    product = np.dstack([prgb8, pa8])
+    # a real cut-out is saved as it came (cropped to its alpha), not at the pasted size, as a
+    # catalogue's product file would be
+    product = real.rgba if real is not None else np.dstack([prgb8, pa8])
     return _Sample(image, product, caption, variant, scene_kind, kind)
 
 
@@ -1605,10 +1637,16 @@ def _rng(seed: int, label: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, label, index, _SALT])
 
 
-def make_studio_set(out: str, *, n_per_class: int, image_size: int = 128, seed: int = 0) -> str:
+def make_studio_set(
+    out: str, *, n_per_class: int, image_size: int = 128, seed: int = 0, products_dir: str | None = None
+) -> str:
     """Write ``n_per_class`` images per RFNet class under ``out``; returns ``out``. Besides the RF1M
     files, ``meta.jsonl`` records how each image was drawn (class, :data:`VARIANTS` variant, what
-    the product stands on, product kind) for ``python -m bench.rfnet_errors``."""
+    the product stands on, product kind) for ``python -m bench.rfnet_errors``. ``products_dir``: a
+    directory of real RGBA cut-outs to use instead of the drawn products (each image takes one at
+    random and is saved at its own resolution, cropped to its alpha; captions name its colour, and
+    its real height is taken as :data:`_REAL_CM`)."""
+    pool = load_product_pool(products_dir, _REAL_MAX_SIDE) if products_dir else None
     os.makedirs(os.path.join(out, "images"), exist_ok=True)
     os.makedirs(os.path.join(out, "products"), exist_ok=True)
     labels, captions, drawn = [], [], []
@@ -1620,7 +1658,7 @@ def make_studio_set(out: str, *, n_per_class: int, image_size: int = 128, seed: 
             while name in used:
                 name = f"{int(rng.integers(0, 2**62)):016x}"[:12]
             used.add(name)
-            s = _make_sample(rng, label, image_size)
+            s = _make_sample(rng, label, image_size, pool)
             rel = f"images/{name}.png"
             cv2.imwrite(os.path.join(out, rel), cv2.cvtColor(s.image, cv2.COLOR_RGB2BGR))
             cv2.imwrite(
@@ -1695,9 +1733,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-per-class", type=int, default=50)
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--products-dir", default=None, help="real RGBA cut-outs to use instead of drawn products"
+    )
     ap.add_argument("--sheet", default=None, help="also write a contact sheet PNG (classes x 10 columns)")
     args = ap.parse_args(argv)
-    make_studio_set(args.out, n_per_class=args.n_per_class, image_size=args.image_size, seed=args.seed)
+    make_studio_set(
+        args.out,
+        n_per_class=args.n_per_class,
+        image_size=args.image_size,
+        seed=args.seed,
+        products_dir=args.products_dir,
+    )
     if args.sheet:
         contact_sheet(args.out, args.sheet)
     print(f"wrote {6 * args.n_per_class} images to {args.out}")

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -343,6 +344,32 @@ def test_quality_sets_from_the_other_generators_are_reproducible_balanced_rf1m(t
             assert [(r["image"], r["label"]) for r in records] == [
                 (image, DISPLAY_NAMES[int(label) - 1]) for image, label in labels
             ], name
+
+
+def test_studio_set_with_real_cut_outs_keeps_them_as_they_came(tmp_path, products_dir):
+    from bench.rfnet_studio import make_studio_set
+    from rfnet.data import read_rf1m
+
+    root = make_studio_set(
+        str(tmp_path / "real"), n_per_class=2, image_size=96, seed=3, products_dir=str(products_dir)
+    )
+    index = read_rf1m(root)
+    assert not index.problems and set(index.class_counts().values()) == {2}
+    stems = {p.stem for p in products_dir.glob("*.png")}
+    records = [json.loads(line) for line in (tmp_path / "real" / "meta.jsonl").read_text().splitlines()]
+    assert {r["product"].removeprefix("real:") for r in records} <= stems
+    assert all(s.caption.endswith(" product") for s in index.samples)
+
+    def premultiplied(rgba):
+        ys, xs = np.nonzero(rgba[..., 3])
+        rgba = rgba[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.float32)
+        return np.dstack([rgba[..., :3] * rgba[..., 3:] / 255, rgba[..., 3]])
+
+    for record in records:  # each product file is the named cut-out at its own resolution
+        rgba = cv2.imread(str(tmp_path / "real" / record["image"].replace("images/", "products/")), -1)
+        source = cv2.imread(str(products_dir / f"{record['product'].removeprefix('real:')}.png"), -1)
+        assert rgba.shape[2] == 4 and max(rgba.shape[:2]) > 96
+        assert np.abs(premultiplied(rgba) - premultiplied(source)).max() < 1, record
 
 
 def test_product_search_bench_reports_every_class(tmp_path):

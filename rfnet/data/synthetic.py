@@ -346,7 +346,8 @@ def _draw_shoe(rng, height, colour, accent) -> np.ndarray:
 
 
 def load_product_pool(products_dir: str, max_side: int) -> list[Product]:
-    """Real RGBA cut-outs from ``products_dir`` (``*.png``), cropped to alpha and shrunk to ``max_side``."""
+    """Real RGBA cut-outs from ``products_dir`` (``*.png``), cropped to alpha and shrunk to ``max_side``;
+    each one's ``kind`` is ``real:<file stem>``."""
     paths = [p for p in storage.list_files(products_dir) if p.lower().endswith((".png", ".webp"))]
     pool = []
     for path in paths:
@@ -364,7 +365,8 @@ def load_product_pool(products_dir: str, max_side: int) -> list[Product]:
             )
         visible = rgba[..., 3] > 128
         colour = np.median(rgba[visible][:, :3], axis=0) if visible.any() else np.zeros(3)
-        pool.append(Product(rgba, colour.astype(np.float32), f"a {colour_name(colour)} product", "real"))
+        caption = f"a {colour_name(colour)} product"
+        pool.append(Product(rgba, colour.astype(np.float32), caption, f"real:{Path(path).stem}"))
     if not pool:
         raise ValueError(f"products_dir {products_dir!r} holds no usable RGBA .png/.webp cut-outs")
     return pool
