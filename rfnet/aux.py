@@ -521,7 +521,7 @@ def _correlate(f_sig: torch.Tensor, n: int, t: torch.Tensor, valid: int) -> tupl
 
 
 # Added to a template's colour variance before its coarse error is divided by it (RGB in [0, 1]).
-# A plain product's variance is below it, so its placements are ranked by the error alone.
+# A plain product's variance is far below it, so its placements are ranked much as by the error.
 COARSE_VARIANCE_FLOOR = 0.01
 
 
