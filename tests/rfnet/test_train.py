@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from pipelines.config import load_config
 from rfnet.config import AugmentConfig, TrainRFNetConfig
@@ -310,6 +310,44 @@ def test_rerun_resumes_from_the_last_checkpoint(ray_cluster, tiny_set, tmp_path)
     assert second["state"]["epoch"] == 2 and second["state"]["resumed_at"] == [1]
     assert second["state"]["history"][0] == first["state"]["history"][0]
     assert second["state"]["step"] == 2 * first["state"]["step"]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_rerun_of_a_run_stopped_before_its_refit_does_the_refit(ray_cluster, tiny_set, tmp_path):
+    """A run stopped after saving its last epoch but before the trees' refit (killed, preempted)
+    leaves the best epoch's model without ``train.trees_refit``; the same command again resumes
+    with no epoch left to train and refits, to the same trees the uninterrupted run got."""
+    from rfnet.checkpoint import load_rfnet, read_meta
+    from rfnet.train import train_rfnet
+
+    out = str(tmp_path / "run")
+    cfg = load_config(
+        TrainRFNetConfig,
+        preset="tiny",
+        overrides={"data.root": tiny_set, "out": out, "optim.epochs": 1, "tensorboard": False}
+        | {"model.descriptor_trees": 20, "optim.refit_trees": True},
+    )
+    done = train_rfnet(cfg)
+    refitted = load_rfnet(out, device="cpu")
+    assert refitted.meta["train"]["trees_refit"]["examples"] == done.n_train + done.n_val
+    # What the run had saved just before the refit: its last epoch's weights (the same trees, fitted
+    # on the training split alone), meta.json without trees_refit.
+    assert cfg.optim.ema_decay is None  # so the checkpoint's weights are the saved model's
+    save_file(last_checkpoint(out)["weights"], os.path.join(out, "model.safetensors"))
+    meta = read_meta(out)
+    del meta["train"]["trees_refit"]
+    with open(os.path.join(out, "meta.json"), "w") as f:
+        json.dump(meta, f)
+    stopped = load_rfnet(out, device="cpu").model.tree_leaf
+    assert not torch.equal(stopped, refitted.model.tree_leaf)
+
+    again = train_rfnet(cfg)
+    assert again.best_epoch == done.best_epoch and again.val_macro_f1 == done.val_macro_f1
+    rerun = load_rfnet(out, device="cpu")
+    assert rerun.meta["train"]["trees_refit"]["examples"] == done.n_train + done.n_val
+    assert torch.equal(rerun.model.tree_leaf, refitted.model.tree_leaf)
+    assert rerun.meta["train"]["history"] == refitted.meta["train"]["history"]
 
 
 def test_augment_moves_the_product_box_with_the_image():
