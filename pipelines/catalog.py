@@ -39,7 +39,6 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -47,6 +46,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from pipelines import storage
 from pipelines.config import PrepareConfig
 from pipelines.naming import check_sku_id
+from rfnet.data.transforms import white_background
 
 logger = logging.getLogger(__name__)
 
@@ -418,12 +418,9 @@ def to_rgba(img: Image.Image, white_threshold: int) -> np.ndarray:
 
 
 def _white_background_to_rgba(rgb: np.ndarray, white_threshold: int) -> np.ndarray:
-    """Alpha for a product on white: near-white pixels connected to the border are background."""
-    near_white = np.all(rgb >= white_threshold, axis=-1).astype(np.uint8)
-    _, labels = cv2.connectedComponents(near_white, connectivity=4)
-    # Label 0 is every non-white pixel; white components touching the border are the background.
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    background = np.isin(labels, border[border > 0])
+    """Alpha for a product on white: near-white pixels connected to the border are background
+    (:func:`rfnet.data.transforms.white_background`, which RFNet applies to RGB product files too)."""
+    background = white_background(rgb, white_threshold)
     if not background.any():
         raise InvalidInput(
             f"no white background found around the product (an RGB image must show the product on white, "

@@ -82,8 +82,9 @@ class RFNetScorer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, 4, P, P)`` float in [0, 1] on the model's device, and ``has_product (B,)`` bool.
 
-        ``products``: per row an RGBA (or RGB: fully opaque) uint8 array of any size, or None; rows
-        that are None, empty or fully transparent have no product.
+        ``products``: per row an RGBA (or RGB: keyed out of a white background, else fully opaque)
+        uint8 array of any size, or None; rows that are None, empty or fully transparent have no
+        product.
         """
         size = self.config.product_size
         out = np.zeros((batch, size, size, 4), np.uint8)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines import storage
-from rfnet.data.transforms import canonical_product, decode_rgb, decode_rgba, resize_rgb
+from rfnet.data.transforms import canonical_product, decode_product, decode_rgb, resize_rgb
 from rfnet.labels import NUM_CLASSES
 
 UNLABELLED = -1
@@ -64,7 +64,8 @@ def load_example(sample: Sample, *, image_size: int, product_size: int) -> dict:
 
     Returns a dict with ``image`` ``(image_size, image_size, 3)`` uint8 RGB (any file mode
     converted, stretched to the square size), ``product`` ``(product_size, product_size, 4)`` uint8
-    RGBA from :func:`canonical_product` (all zeros when the sample has no product or its alpha is
+    RGBA from :func:`canonical_product` (a product file without alpha on white has its background
+    keyed out, as the catalog does; all zeros when the sample has no product or its alpha is
     empty), ``has_product`` (bool: a product with visible pixels), ``caption`` (str) and ``label``
     (int, -1 if unlabelled). An unreadable or undecodable file raises :class:`ExampleError` naming
     the file; deciding to skip and count it is the caller's job.
@@ -80,7 +81,7 @@ def load_example(sample: Sample, *, image_size: int, product_size: int) -> dict:
     if sample.product is not None:
         product_data = _read(sample.product, "product", sample)
         try:
-            product = canonical_product(decode_rgba(product_data), product_size)
+            product = canonical_product(decode_product(product_data), product_size)
         except (OSError, ValueError, SyntaxError) as exc:
             raise ExampleError(
                 f"cannot decode product {sample.product!r} (sample from {sample.source or '?'}): {exc}"

@@ -5,7 +5,11 @@
   the product. Where the product sits on the canvas and how big it is there is deliberately thrown
   away: RFNet judges placement from the generated image, and compares appearance with the product.
 - :func:`resize_rgb`: a generated image -> the model's square input size.
-- :func:`decode_rgb` / :func:`decode_rgba`: bytes of any common image file -> ``uint8`` arrays.
+- :func:`decode_rgb` / :func:`decode_rgba` / :func:`decode_product`: bytes of any common image file
+  -> ``uint8`` arrays.
+- :func:`white_background`: which pixels of a product photographed on white are background, by the
+  rule the catalog applies to such photos (``pipelines.catalog``), so an RGB product file means the
+  same product to the generation pipeline, to the scorer and to RFNet's training data.
 """
 
 from __future__ import annotations
@@ -15,6 +19,20 @@ import io
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
+
+WHITE_THRESHOLD = 240  # the catalog's default (prepare.white_threshold)
+
+
+def white_background(rgb: np.ndarray, white_threshold: int = WHITE_THRESHOLD) -> np.ndarray:
+    """``(H, W)`` bool: the background of a product photographed on white, i.e. the near-white pixels
+    (every channel >= ``white_threshold``) connected to the image border (4-connectivity). Enclosed
+    white areas (a white label on a bottle) are not background. All False when no near-white pixel
+    touches the border (a photo that is not on white)."""
+    near_white = np.all(rgb >= white_threshold, axis=-1).astype(np.uint8)
+    _, labels = cv2.connectedComponents(near_white, connectivity=4)
+    # Label 0 is every non-white pixel; white components touching the border are the background.
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return np.isin(labels, border[border > 0])
 
 
 def _as_rgba(product: np.ndarray) -> np.ndarray:
@@ -29,8 +47,13 @@ def _as_rgba(product: np.ndarray) -> np.ndarray:
         )
     if product.shape[2] == 4:
         return product
-    opaque = np.full((*product.shape[:2], 1), 255, np.uint8)
-    return np.concatenate([product, opaque], axis=2)
+    # No alpha: a product on white has its background keyed out as the catalog does; any other
+    # photo (no white at its border, or nothing but white) is taken whole.
+    background = white_background(product)
+    alpha = np.full(product.shape[:2], 255, np.uint8)
+    if background.any() and not background.all():
+        alpha[background] = 0
+    return np.concatenate([product, alpha[..., None]], axis=2)
 
 
 def _resize(array: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -43,12 +66,14 @@ def _resize(array: np.ndarray, width: int, height: int) -> np.ndarray:
 def canonical_product(rgba: np.ndarray, size: int) -> np.ndarray:
     """Crop to the alpha bounding box, pad to a centred square, resize to ``(size, size, 4)`` uint8.
 
-    ``rgba``: ``(H, W, 4)`` uint8 RGBA with straight (not premultiplied) alpha, any size; an
-    ``(H, W, 3)`` RGB image (a product photo without a cut-out) is taken as fully opaque, so the
-    whole photo is the product. Padding is transparent (all four channels 0). Resizing runs on
-    premultiplied colour and is un-premultiplied afterwards, so the colour of fully transparent
-    pixels (often garbage in cut-outs) never bleeds into the edges; RGB is 0 wherever alpha is 0.
-    A product with no pixel of alpha > 0 gives all zeros (the caller treats it as absent).
+    ``rgba``: ``(H, W, 4)`` uint8 RGBA with straight (not premultiplied) alpha, any size. An
+    ``(H, W, 3)`` RGB image (a product photo without a cut-out) on white has its
+    :func:`white_background` made transparent, as the catalog does with such photos; one that is
+    not on white is taken as fully opaque, so the whole photo is the product. Padding is
+    transparent (all four channels 0). Resizing runs on premultiplied colour and is
+    un-premultiplied afterwards, so the colour of fully transparent pixels (often garbage in
+    cut-outs) never bleeds into the edges; RGB is 0 wherever alpha is 0. A product with no pixel of
+    alpha > 0 gives all zeros (the caller treats it as absent).
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive int (pixels), got {size!r}")
@@ -129,3 +154,14 @@ def decode_rgba(data: bytes) -> np.ndarray:
     """Image file bytes -> ``(H, W, 4)`` uint8 RGBA; images without alpha come back fully opaque."""
     image = _via_rgba(_to_8bit(_open(data)))
     return np.asarray(image.convert("RGBA"), dtype=np.uint8)
+
+
+def decode_product(data: bytes) -> np.ndarray:
+    """A product file's bytes -> ``(H, W, 4)`` uint8 RGBA if the file has alpha (RGBA, LA, PA, or a
+    palette / RGB / greyscale image with a transparency key), else ``(H, W, 3)`` uint8 RGB, which
+    :func:`canonical_product` keys out of a white background. The same split of modes as the
+    catalog's (``pipelines.catalog.to_rgba``)."""
+    image = _via_rgba(_to_8bit(_open(data)))
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        return np.asarray(image.convert("RGBA"), dtype=np.uint8)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)

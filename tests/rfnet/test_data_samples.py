@@ -94,6 +94,49 @@ def test_load_example_decodes_any_mode_and_canonicalises_the_product(tmp_path):
     assert bare["has_product"] is False and not bare["product"].any() and bare["label"] == -1
 
 
+def bottle_on_white(h=60, w=50) -> tuple[np.ndarray, np.ndarray]:
+    """A product (a dark bottle with a white label enclosed in it) as an RGBA cut-out with garbage
+    colour under alpha 0, and the same product photographed on white (RGB)."""
+    cutout = product_on_canvas(h=h, w=w, box=(8, 12, 44, 20), colour=(20, 60, 140))
+    cutout[24:32, 16:28, :3] = 250  # a white label inside the bottle: stays product
+    on_white = np.where(cutout[..., 3:] > 0, cutout[..., :3], np.uint8(255))
+    return cutout, on_white
+
+
+def test_canonical_product_keys_a_product_photographed_on_white_as_the_catalog_does():
+    from pipelines.catalog import to_rgba
+
+    cutout, on_white = bottle_on_white()
+    np.testing.assert_array_equal(canonical_product(on_white, 24), canonical_product(cutout, 24))
+    keyed = to_rgba(Image.fromarray(on_white), white_threshold=240)  # the generation pipeline's reading
+    np.testing.assert_array_equal(keyed[..., 3], np.where(cutout[..., 3] > 0, 255, 0))
+    # Not on white (no near-white pixel at the border), or nothing but white: the photo is taken whole.
+    dark = np.where(cutout[..., 3:] > 0, cutout[..., :3], np.uint8(120))
+    whole = canonical_product(dark, 60)[..., 3]  # 60 x 50: centred with 5 transparent columns each side
+    assert (whole[:, 5:55] == 255).all() and not whole[:, :5].any() and not whole[:, 55:].any()
+    assert (canonical_product(np.full((8, 8, 3), 255, np.uint8), 8)[..., 3] == 255).all()
+
+
+def test_load_example_keys_a_product_file_without_alpha_out_of_its_white_background(tmp_path):
+    cutout, on_white = bottle_on_white()
+    (tmp_path / "img.png").write_bytes(png_bytes(np.zeros((16, 16, 3), np.uint8), "RGB"))
+    (tmp_path / "prod.png").write_bytes(png_bytes(on_white, "RGB"))
+    (tmp_path / "prod.jpg").write_bytes(png_bytes(on_white, "RGB", fmt="JPEG"))
+    want = canonical_product(cutout, 32)
+    ex = load_example(
+        Sample(str(tmp_path / "img.png"), 1, str(tmp_path / "prod.png")), image_size=16, product_size=32
+    )
+    assert ex["has_product"] is True
+    np.testing.assert_array_equal(ex["product"], want)
+    # JPEG rings a little around edges: the keyed product is the bottle to within a pixel.
+    jpeg = load_example(
+        Sample(str(tmp_path / "img.png"), 1, str(tmp_path / "prod.jpg")), image_size=16, product_size=32
+    )
+    opaque = jpeg["product"][..., 3] > 127
+    assert np.abs(opaque.astype(int) - (want[..., 3] > 127)).sum() <= 2 * 32
+    assert not jpeg["product"][:, :4].any() and not jpeg["product"][:, -4:].any()  # side padding stays clear
+
+
 def test_load_example_names_the_unreadable_file(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
     sample = Sample(str(tmp_path / "broken.png"), 0, source="label.txt:9")
