@@ -18,21 +18,29 @@ measurements, and what each kind of classifier makes of them::
     python -m bench.rfnet_descriptor_cv out/rfnet_quality/data-alt-7 out/rfnet_quality/data-lifestyle-7
 
 ``--jpeg Q`` measures every image after a JPEG round trip at quality Q, as a set of JPEG files
-would be: how much of what the measurements see survives compression.
+would be: how much of what the measurements see survives compression. ``--products-on-white Q``
+replaces every product file by the product flattened onto white and saved as a JPEG at quality Q
+(a catalogue's product photos that were never cut out), read as RFNet reads a product file without
+alpha (:func:`rfnet.data.transforms.white_background`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import io
 import os
+import tempfile
 import time
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from bench.common import RESULTS_DIR, command_line, format_table, machine, write_json
+from pipelines import storage
 from rfnet.checkpoint import load_rfnet
 from rfnet.data.rf1m import read_rf1m
 from rfnet.labels import DISPLAY_NAMES, NUM_CLASSES
@@ -55,12 +63,35 @@ def jpeg_round_trip(images: torch.Tensor, quality: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def descriptors(model, root: str, threads: int, jpeg: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def product_on_white(data: bytes, quality: int) -> bytes:
+    """A product file's bytes -> the product flattened onto white, as JPEG bytes at ``quality``."""
+    rgba = np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"), dtype=np.float32)
+    alpha = rgba[..., 3:] / 255.0
+    rgb = np.clip(np.rint(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def descriptors(
+    model, root: str, threads: int, jpeg: int | None = None, products_on_white: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``(N, D)`` raw descriptors and ``(N,)`` labels of every labelled image under ``root``;
-    ``jpeg``: measure the images after a JPEG round trip at that quality."""
+    ``jpeg``: measure the images after a JPEG round trip at that quality; ``products_on_white``:
+    with each product file flattened onto white and saved as a JPEG at that quality."""
     cfg = model.config
     samples = [s for s in read_rf1m(root).samples if s.label >= 0]
-    data = load_examples(samples, image_size=cfg.image_size, product_size=cfg.product_size, threads=threads)
+    with tempfile.TemporaryDirectory(prefix="products-on-white-") as tmp:
+        if products_on_white is not None:
+            for i, s in enumerate(samples):
+                if s.product is not None:
+                    path = os.path.join(tmp, f"{i}.jpg")
+                    with open(path, "wb") as f:
+                        f.write(product_on_white(storage.read_bytes(s.product), products_on_white))
+                    samples[i] = dataclasses.replace(s, product=path)
+        data = load_examples(
+            samples, image_size=cfg.image_size, product_size=cfg.product_size, threads=threads
+        )
     if jpeg is not None:
         data.image = jpeg_round_trip(data.image, jpeg)
     precompute_maps(model, data, torch.device("cpu"), descriptor=True)
@@ -123,10 +154,17 @@ def main() -> None:
         metavar="Q",
         help="measure every image after a JPEG round trip at quality Q (1-100)",
     )
+    parser.add_argument(
+        "--products-on-white",
+        type=int,
+        metavar="Q",
+        help="replace every product file by the product flattened onto white, as a JPEG at quality Q",
+    )
     parser.add_argument("--out", default=str(RESULTS_DIR / "rfnet_descriptor_cv.json"))
     args = parser.parse_args()
-    if args.jpeg is not None and not 1 <= args.jpeg <= 100:
-        parser.error("--jpeg: a quality from 1 to 100")
+    for flag, value in (("--jpeg", args.jpeg), ("--products-on-white", args.products_on_white)):
+        if value is not None and not 1 <= value <= 100:
+            parser.error(f"{flag}: a quality from 1 to 100")
     classifiers = [c.strip() for c in args.classifiers.split(",") if c.strip()]
     unknown = sorted(set(classifiers) - set(CLASSIFIERS))
     if unknown or not classifiers:
@@ -138,11 +176,12 @@ def main() -> None:
         "machine": machine(),
         "rfnet": args.rfnet,
         "jpeg_quality": args.jpeg,
+        "products_on_white_quality": args.products_on_white,
     }
     rows, sets = [], {}
     for root in args.data:
         t0 = time.perf_counter()
-        x, y = descriptors(model, root, args.threads, args.jpeg)
+        x, y = descriptors(model, root, args.threads, args.jpeg, args.products_on_white)
         name = os.path.basename(os.path.normpath(root))
         sets[name] = {"data": root, "images": len(y), "descriptor_size": int(x.shape[1]), "folds": args.folds}
         for classifier in classifiers:

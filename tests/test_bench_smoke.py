@@ -134,6 +134,13 @@ def test_descriptor_cross_validation_measures_and_separates(tmp_path):
     # The same images through JPEG: other pixels, so other measurements, of the same images.
     xj, yj = descriptors(model, root, threads=1, jpeg=30)
     assert (yj == y).all() and np.isfinite(xj).all() and not np.allclose(xj, x)
+    # Products as JPEG photos on white, keyed out again as RFNet reads them: the product search
+    # finds the boxes it finds with the cut-outs in most images (a light product on white loses
+    # some of its pixels to the background).
+    xw, yw = descriptors(model, root, threads=1, products_on_white=95)
+    assert (yw == y).all() and np.isfinite(xw).all()
+    box_change = np.abs(xw[:, :4] - x[:, :4]).max(axis=1)  # the located box, x0 y0 x1 y1
+    assert np.median(box_change) < 0.03, box_change
 
     # Measurements that name the class are learned from the other folds: held-out predictions right.
     rng = np.random.default_rng(0)
