@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile cluster/requirements.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m pipelines.sample --out out/demo-catalog
+	$(BIN)/python -m rfnet.data.sample --out out/demo-catalog
 	$(BIN)/reliable-ad generate --preset tiny --catalog out/demo-catalog/catalog.jsonl --out out/demo --max-attempts 3
 	@echo
 	@echo "Demo done. Look at out/demo/report.html (results: out/demo/results/, run summary: out/demo/run.json)."
@@ -34,6 +34,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format .

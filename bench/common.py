@@ -326,11 +326,11 @@ def write_bench_catalog(root: str | Path, items: int, distinct: int = 48, seed: 
     """A catalog of ``items`` rows over ``distinct`` drawn products (rows reuse product images).
 
     Drawing and saving a product costs tens of milliseconds, so large catalogs cycle through a pool
-    of ``distinct`` products (``pipelines.sample``: RGBA cut-outs, one RGB-on-white image); each row
+    of ``distinct`` products (``rfnet.data.sample``: RGBA cut-outs, one RGB-on-white image); each row
     has its own ``sku_id`` (``B000000``...) and hence its own seeds and prompts. Returns the path of
     ``root/catalog.jsonl``; image paths are relative to it.
     """
-    from pipelines.sample import write_sample_catalog
+    from rfnet.data.sample import write_sample_catalog
 
     if items < 1 or distinct < 1:
         raise ValueError(f"items and distinct must be >= 1, got items={items}, distinct={distinct}")

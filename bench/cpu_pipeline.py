@@ -132,6 +132,7 @@ def run_direct(cfg: GenerateConfig, limit: int | None = None) -> dict[str, Any]:
     from pipelines.runner import _attempt_rows_from_batch, _work_rows
     from pipelines.store import ATTEMPT_SCHEMA, to_table
     from pipelines.writer import write_batch
+    from rfnet.scorer import ScoreStage
 
     seconds: dict[str, float] = defaultdict(float)
     t_start = time.perf_counter()
@@ -147,7 +148,9 @@ def run_direct(cfg: GenerateConfig, limit: int | None = None) -> dict[str, Any]:
     inspect = None
     if ins.enabled:
         t0 = time.perf_counter()
-        inspect = InspectStage(ins.rfnet, device=ins.device, dtype=ins.dtype, threshold=ins.threshold)
+        inspect = InspectStage(
+            ScoreStage, source=ins.rfnet, device=ins.device, dtype=ins.dtype, threshold=ins.threshold
+        )
         seconds["inspect_init"] = time.perf_counter() - t0
 
     size = cfg.run.prepare_batch_size
@@ -240,9 +243,10 @@ def profile_direct(cfg: GenerateConfig, items: int) -> dict[str, Any]:
 def run_ray(cfg: GenerateConfig) -> dict[str, Any]:
     """``run_catalog`` on an already started Ray; return counts, timings and the run's own stats."""
     from pipelines.runner import run_catalog
+    from rfnet.scorer import ScoreStage
 
     t0 = time.perf_counter()
-    summary = run_catalog(cfg)
+    summary = run_catalog(cfg, inspect_stage=ScoreStage)
     wall = time.perf_counter() - t0
     run = summary.run_json
     images = sum(w["images"] for w in run["waves"])

@@ -130,6 +130,7 @@ def first_wave_planning(cfg: GenerateConfig) -> dict[str, Any]:
 
 def run_one(items: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from pipelines.runner import run_catalog
+    from rfnet.scorer import ScoreStage
 
     catalog = write_bench_catalog(work / f"catalog-{items}", items, args.distinct)
     out = work / f"out-{items}"
@@ -143,7 +144,7 @@ def run_one(items: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         init_s = start_local_ray(cfg.run.ray_num_cpus)
         try:
             t0 = time.perf_counter()
-            summary = run_catalog(cfg)
+            summary = run_catalog(cfg, inspect_stage=ScoreStage)
             wall = time.perf_counter() - t0
             driver_end = current_rss_mib()
         finally:

@@ -570,6 +570,7 @@ def run_stage(plan: Plan, cfg, device: torch.device) -> dict[str, Any]:
     """GenerateStage on real prepared rows: one warm-up batch, then ``plan.stage_batches`` timed ones."""
     from pipelines.generate import GenerateStage
     from pipelines.inspect import InspectStage
+    from rfnet.scorer import ScoreStage
 
     batches = work_batches(cfg, cfg.generation.batch_size * (plan.stage_batches + 1))
     t0 = time.perf_counter()
@@ -607,7 +608,9 @@ def run_stage(plan: Plan, cfg, device: torch.device) -> dict[str, Any]:
 
     # Inspection alone on the generated images: GPU seconds per image next to generation's.
     ins = cfg.inspect
-    scorer = InspectStage(ins.rfnet, device=ins.device, dtype=ins.dtype, threshold=ins.threshold)
+    scorer = InspectStage(
+        ScoreStage, source=ins.rfnet, device=ins.device, dtype=ins.dtype, threshold=ins.threshold
+    )
     scored = {
         k: np.concatenate([b[k] for b in generated])
         for k in ("sku_id", "image", "product", "caption", "error")
@@ -644,6 +647,7 @@ def run_pipeline(plan: Plan, cfg, device: torch.device) -> dict[str, Any]:
     from bench.common import FileCountSampler, start_local_ray
     from pipelines import storage
     from pipelines.runner import run_catalog
+    from rfnet.scorer import ScoreStage
 
     init_s = start_local_ray(None)
     try:
@@ -652,7 +656,7 @@ def run_pipeline(plan: Plan, cfg, device: torch.device) -> dict[str, Any]:
         # enough to see the curve rise in steps.
         interval = 0.05 if plan.smoke else 0.5
         with FileCountSampler(storage.join(cfg.out, "images"), interval_s=interval) as written:
-            summary = run_catalog(cfg)
+            summary = run_catalog(cfg, inspect_stage=ScoreStage)
         wall = time.perf_counter() - t0
     finally:
         ray.shutdown()

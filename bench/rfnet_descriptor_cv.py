@@ -41,9 +41,9 @@ from PIL import Image
 
 from bench.common import RESULTS_DIR, command_line, format_table, machine, write_json
 from pipelines import storage
+from pipelines.labels import DISPLAY_NAMES, NUM_CLASSES
 from rfnet.checkpoint import load_rfnet
 from rfnet.data.rf1m import read_rf1m
-from rfnet.labels import DISPLAY_NAMES, NUM_CLASSES
 from rfnet.metrics import confusion_matrix, macro_f1, per_class_metrics
 from rfnet.train import load_examples, precompute_maps
 from rfnet.trees import TreeParams, fit_trees

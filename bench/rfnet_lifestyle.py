@@ -74,7 +74,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from rfnet.labels import DISPLAY_NAMES
+from pipelines.labels import DISPLAY_NAMES
 
 Rng = np.random.Generator
 F32 = np.float32

@@ -49,8 +49,8 @@ import cv2
 import numpy as np
 
 from bench.common import RESULTS_DIR, command_line, format_table, loadavg, machine, write_json
+from pipelines.labels import LABELS
 from rfnet.config import DESCRIPTOR_EXTENSIONS
-from rfnet.labels import LABELS
 
 # Everything built on the product image: the product encoder, its match maps and placement, the
 # centred view, and the descriptor with all its extensions and trees.

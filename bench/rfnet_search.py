@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from bench.common import command_line, format_table, machine, write_json
+from pipelines.labels import DISPLAY_NAMES
 from rfnet.aux import locate_product
 from rfnet.data.rf1m import read_rf1m
-from rfnet.labels import DISPLAY_NAMES
 from rfnet.train import load_examples
 
 EXHAUSTIVE = {

@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.config import GenerateConfig, load_config
+from pipelines.labels import LABELS
 from pipelines.runner import run_catalog
-from pipelines.sample import write_sample_catalog
-from rfnet.labels import LABELS
+from rfnet.data.sample import write_sample_catalog
 
 RESULTS = Path(__file__).parent / "results"
 

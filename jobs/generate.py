@@ -60,8 +60,9 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(cfg: GenerateConfig) -> int:
     from pipelines.runner import run_catalog
+    from rfnet.scorer import ScoreStage
 
-    summary = run_catalog(cfg, mode="generate")
+    summary = run_catalog(cfg, mode="generate", inspect_stage=ScoreStage)
     print(f"{summary.mode} {summary.run_id}: {summary.counts} -> {summary.out}/report.html")
     return 0
 

@@ -16,8 +16,9 @@ from pipelines.config import GenerateConfig
 
 def main(cfg: GenerateConfig) -> int:
     from pipelines.runner import run_catalog
+    from rfnet.scorer import ScoreStage
 
-    summary = run_catalog(cfg, mode="refresh")
+    summary = run_catalog(cfg, mode="refresh", inspect_stage=ScoreStage)
     rj = summary.run_json
     print(
         f"refresh {summary.run_id}: {summary.counts}, {rj['skipped_unchanged']} unchanged, "

@@ -39,6 +39,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -46,7 +47,6 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from pipelines import storage
 from pipelines.config import PrepareConfig
 from pipelines.naming import check_sku_id
-from rfnet.data.transforms import white_background
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,19 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", "
 KNOWN_COLUMNS = ("sku_id", "image", "prompt", "negative_prompt", "caption", "image_scale", "seed")
 RGBA_MODES = ("RGBA", "LA", "PA")
 WHITE_BACKGROUND_MODES = ("RGB", "L", "1", "P", "CMYK", "YCbCr")
+WHITE_THRESHOLD = 240  # px value, the default of prepare.white_threshold
+
+
+def white_background(rgb: np.ndarray, white_threshold: int = WHITE_THRESHOLD) -> np.ndarray:
+    """``(H, W)`` bool: the background of a product photographed on white, i.e. the near-white pixels
+    (every channel >= ``white_threshold``) connected to the image border (4-connectivity). Enclosed
+    white areas (a white label on a bottle) are not background. All False when no near-white pixel
+    touches the border (a photo that is not on white)."""
+    near_white = np.all(rgb >= white_threshold, axis=-1).astype(np.uint8)
+    _, labels = cv2.connectedComponents(near_white, connectivity=4)
+    # Label 0 is every non-white pixel; white components touching the border are the background.
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return np.isin(labels, border[border > 0])
 
 
 class InvalidInput(ValueError):
@@ -419,7 +432,7 @@ def to_rgba(img: Image.Image, white_threshold: int) -> np.ndarray:
 
 def _white_background_to_rgba(rgb: np.ndarray, white_threshold: int) -> np.ndarray:
     """Alpha for a product on white: near-white pixels connected to the border are background
-    (:func:`rfnet.data.transforms.white_background`, which RFNet applies to RGB product files too)."""
+    (:func:`white_background`, which RFNet applies to RGB product files too)."""
     background = white_background(rgb, white_threshold)
     if not background.any():
         raise InvalidInput(

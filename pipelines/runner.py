@@ -42,6 +42,7 @@ from pipelines.attempts import PreviousAttempt, plan_attempt
 from pipelines.catalog import Catalog, CatalogItem, read_catalog
 from pipelines.config import ConfigError, GenerateConfig
 from pipelines.generate import GenerateStage, model_ids
+from pipelines.inspect import InspectStage
 from pipelines.prepare import prepare_batch
 from pipelines.progress import Progress
 from pipelines.store import ATTEMPT_SCHEMA, RESULT_SCHEMA, LeaseHeld, OutputStore, now, to_table
@@ -228,8 +229,9 @@ def build_wave_dataset(
     - write: PNGs to ``images/<sku>/<attempt>.png`` (+ ``products/<sku>.png``), then the pixel columns
       are replaced by their URIs (``image``, ``product``) and ``write_s`` is added.
 
-    ``inspect_stage`` replaces the RFNet stage (same column contract as ``rfnet.scorer.ScoreStage``,
-    constructed with the same keyword arguments); ``None`` uses :class:`pipelines.inspect.InspectStage`.
+    ``inspect_stage``: the scorer stage class (the contract of :mod:`pipelines.inspect`; the jobs pass
+    ``rfnet.scorer.ScoreStage``), run inside :class:`pipelines.inspect.InspectStage`; required when
+    ``inspect.enabled``.
     """
     import ray
 
@@ -258,12 +260,10 @@ def build_wave_dataset(
         resources=dict(g.resources),
     )
     if ins.enabled:
-        if inspect_stage is None:
-            from pipelines.inspect import InspectStage as inspect_stage
-
         ds = ds.map_batches(
-            inspect_stage,
+            InspectStage,
             fn_constructor_kwargs={
+                "scorer_stage": inspect_stage,
                 "source": ins.rfnet,
                 "device": ins.device,
                 "dtype": ins.dtype,
@@ -323,6 +323,11 @@ class CatalogRun:
         cfg.check_ready()
         if mode not in ("generate", "refresh"):
             raise ValueError(f"mode must be 'generate' or 'refresh', got {mode!r}")
+        if cfg.inspect.enabled and inspect_stage is None:
+            raise ValueError(
+                "inspect.enabled needs a scorer stage: pass inspect_stage (e.g. rfnet.scorer.ScoreStage), "
+                "or set inspect.enabled=false"
+            )
         self.cfg, self.mode = cfg, mode
         self.inspect_stage = inspect_stage
         self.out = storage.normalize(cfg.out)
@@ -671,7 +676,11 @@ def versions() -> dict[str, str]:
 def run_catalog(
     cfg: GenerateConfig, mode: str = "generate", *, inspect_stage: type | None = None
 ) -> RunSummary:
-    """Run ``generate`` (or ``refresh``) with ``cfg``; see :class:`CatalogRun`."""
+    """Run ``generate`` (or ``refresh``) with ``cfg``; see :class:`CatalogRun`.
+
+    ``inspect_stage``: the scorer stage class when ``cfg.inspect.enabled`` (the jobs pass
+    ``rfnet.scorer.ScoreStage``; see :mod:`pipelines.inspect` for the contract).
+    """
     try:
         return CatalogRun(cfg, mode, inspect_stage=inspect_stage).run()
     except LeaseHeld as exc:

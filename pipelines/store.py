@@ -30,7 +30,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipelines import storage
-from rfnet.labels import LABELS
+from pipelines.labels import LABELS
 
 PROB_COLUMNS = tuple(f"prob_{name}" for name in LABELS)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-AVAILABLE = 0  # column of p(Available) in the scorer's (B, 6) output (rfnet.labels.LABELS[0])
+AVAILABLE = 0  # column of p(Available) in the scorer's (B, 6) output (pipelines.labels.LABELS[0])
 
 
 class AvailabilityReward:

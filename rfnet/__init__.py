@@ -11,7 +11,8 @@ Public API (imported lazily, so ``import rfnet`` stays cheap for the data reader
 - :mod:`rfnet.scorer`: ``RFNetScorer`` (the scoring contract shared with RFFT) and ``ScoreStage``
   (the Ray Data stage of the generation pipeline).
 - :mod:`rfnet.train` (Ray Train), :mod:`rfnet.evaluate`, :mod:`rfnet.metrics`.
-- :mod:`rfnet.labels`, :mod:`rfnet.data`: classes, readers, splits, the synthetic defect set.
+- :mod:`rfnet.data`: readers, splits, the synthetic defect set (the six classes are
+  :mod:`pipelines.labels`).
 """
 
 from __future__ import annotations

@@ -36,8 +36,8 @@ from pipelines import models as pipeline_models
 from pipelines import storage
 from pipelines.config import load_config
 from pipelines.device import Placement, place
+from pipelines.labels import LABELS
 from rfnet.config import RFNetConfig
-from rfnet.labels import LABELS
 from rfnet.model import RFNet, build_rfnet
 
 logger = logging.getLogger(__name__)

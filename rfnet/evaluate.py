@@ -50,12 +50,12 @@ from PIL import Image, ImageDraw, ImageFont
 from pipelines import storage
 from pipelines.config import ConfigError
 from pipelines.device import autocast
+from pipelines.labels import AVAILABLE, DISPLAY_NAMES, LABELS, NUM_CLASSES
 from rfnet import metrics
 from rfnet.aux import search_report
 from rfnet.checkpoint import LoadedRFNet, load_rfnet, update_meta
 from rfnet.config import EvaluateConfig
 from rfnet.data import holdout_split, read_rf1m, split_samples
-from rfnet.labels import AVAILABLE, DISPLAY_NAMES, LABELS, NUM_CLASSES
 from rfnet.train import Examples, PrepProgress, explicit_splits, load_examples, log_search
 
 logger = logging.getLogger(__name__)

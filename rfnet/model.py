@@ -3,7 +3,7 @@
 Inputs (per sample): the generated image, its depth and saliency maps (computed inside from the
 image, see :mod:`rfnet.aux`), the product cut-out (RGBA, canonicalised: alpha-bbox crop, square
 pad, resize) and the product caption. Output: logits over the six classes of
-:data:`rfnet.labels.LABELS`; ``softmax(logits)[:, 0]`` is ``p_available``.
+:data:`pipelines.labels.LABELS`; ``softmax(logits)[:, 0]`` is ``p_available``.
 
 Architecture (the paper's, with the switches of :class:`rfnet.config.RFNetConfig`)::
 
@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipelines.labels import NUM_CLASSES
 from rfnet.aux import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -59,7 +60,6 @@ from rfnet.aux import (
 )
 from rfnet.config import RFNetConfig
 from rfnet.encoders import CaptionBatch, CaptionEncoder, build_backbone
-from rfnet.labels import NUM_CLASSES
 from rfnet.trees import TreeEnsemble, tree_logits
 
 # Token types in the fusion sequence.

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from pipelines.device import Placement
+from pipelines.labels import AVAILABLE, LABELS
 from rfnet.checkpoint import load_rfnet
 from rfnet.data.transforms import canonical_product
-from rfnet.labels import AVAILABLE, LABELS
 
 logger = logging.getLogger(__name__)
 
@@ -216,6 +216,11 @@ class ScoreStage:
             self.warm_up_s = self.scorer.warm_up()
             logger.info("RFNet %s warmed up on %s in %.2f s", source, self.scorer.device, self.warm_up_s)
 
+    @property
+    def threshold(self) -> float:
+        """``p_available`` at or above which a row is ``accepted``."""
+        return self.scorer.threshold
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for column in ("image", "caption"):
             if column not in batch:
@@ -252,5 +257,5 @@ class ScoreStage:
         best = np.nan_to_num(probs, nan=-1.0).argmax(axis=1)
         out["label"] = np.array([LABELS[k] if ok[i] else "" for i, k in enumerate(best)], dtype=object)
         with np.errstate(invalid="ignore"):
-            out["accepted"] = ok & (p_available >= self.scorer.threshold)
+            out["accepted"] = ok & (p_available >= self.threshold)
         return out

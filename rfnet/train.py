@@ -59,12 +59,12 @@ from safetensors.torch import load_file, save_file
 from pipelines import storage
 from pipelines.config import ConfigError
 from pipelines.device import autocast, place
+from pipelines.labels import LABELS, NUM_CLASSES
 from rfnet import metrics
 from rfnet.aux import search_report, search_warning
 from rfnet.checkpoint import init_from, save_rfnet
 from rfnet.config import AugmentConfig, OptimConfig, TrainRFNetConfig
 from rfnet.data import ExampleError, Sample, holdout_split, load_example, read_rf1m, split_samples
-from rfnet.labels import LABELS, NUM_CLASSES
 from rfnet.model import RFNet, build_rfnet
 from rfnet.trees import TreeParams, fit_trees
 

@@ -325,8 +325,8 @@ def test_quality_sets_from_the_other_generators_are_reproducible_balanced_rf1m(t
     from bench.rfnet_lifestyle import make_lifestyle_set
     from bench.rfnet_quality import make_alt_set
     from bench.rfnet_studio import make_studio_set
+    from pipelines.labels import DISPLAY_NAMES
     from rfnet.data import load_example, read_rf1m
-    from rfnet.labels import DISPLAY_NAMES
 
     for make in (make_alt_set, make_studio_set, make_lifestyle_set):
         name = make.__name__
@@ -444,9 +444,9 @@ def test_error_breakdown_joins_predictions_to_how_each_lifestyle_image_was_drawn
 
     from bench.rfnet_errors import breakdown, groupable_fields, main, read_meta
     from bench.rfnet_lifestyle import make_lifestyle_set
+    from pipelines.labels import DISPLAY_NAMES, LABELS
     from rfnet.data import read_rf1m
     from rfnet.evaluate import prediction_table
-    from rfnet.labels import DISPLAY_NAMES, LABELS
 
     data = make_lifestyle_set(str(tmp_path / "set"), n_per_class=2, image_size=64, seed=3)
     meta = read_meta(f"{data}/meta.jsonl")

@@ -34,7 +34,8 @@ from ray.util.state import get_actor, list_actors
 
 from pipelines.config import ConfigError, GenerateConfig, load_config
 from pipelines.runner import run_catalog
-from pipelines.sample import write_sample_catalog
+from rfnet.data.sample import write_sample_catalog
+from rfnet.scorer import ScoreStage
 
 pytestmark = [pytest.mark.ray]
 
@@ -116,7 +117,7 @@ def test_generation_actor_killed_mid_run(ray_cluster, tmp_path):
     killer = threading.Thread(target=kill_once_busy, daemon=True)
     killer.start()
     try:
-        summary = run_catalog(cfg)
+        summary = run_catalog(cfg, inspect_stage=ScoreStage)
     finally:
         done.set()
         killer.join(timeout=30)
@@ -212,7 +213,7 @@ def test_write_failures_within_retries_are_invisible(ray_cluster, tmp_path):
             "storage.inject_write_failures": ["*/images/*", 2],
         },
     )
-    run_catalog(cfg)
+    run_catalog(cfg, inspect_stage=ScoreStage)
     results, attempts = assert_complete(out, skus)
     assert {r["status"] for r in results} == {"generated"}
     for a in attempts:
@@ -237,7 +238,7 @@ def test_write_failures_beyond_retries_become_error_rows(ray_cluster, tmp_path):
             "storage.inject_write_failures": ["*/images/SKU-0000/*", 5],
         },
     )
-    summary = run_catalog(cfg)
+    summary = run_catalog(cfg, inspect_stage=ScoreStage)
     results, attempts = assert_complete(out, skus)
     by_sku = {r["sku_id"]: r for r in results}
     failed = by_sku.pop("SKU-0000")
@@ -320,7 +321,7 @@ def test_generation_pool_spreads_over_nodes(shared_ray, tmp_path):
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         try:
-            run_catalog(cfg)
+            run_catalog(cfg, inspect_stage=ScoreStage)
         finally:
             context.wait_for_min_actors_s = wait_before
             done.set()

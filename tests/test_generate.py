@@ -16,10 +16,10 @@ from PIL import Image
 
 from jobs.cli import main as cli
 from pipelines.config import GenerateConfig, load_config
+from pipelines.labels import LABELS
 from pipelines.naming import encode_sku
 from pipelines.runner import run_catalog
-from pipelines.sample import write_sample_catalog
-from rfnet.labels import LABELS
+from rfnet.data.sample import write_sample_catalog
 
 pytestmark = [pytest.mark.ray]
 

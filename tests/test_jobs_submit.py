@@ -25,7 +25,7 @@ import pytest
 from conftest import free_port
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from pipelines.sample import write_sample_catalog
+from rfnet.data.sample import write_sample_catalog
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -18,7 +18,8 @@ import ray
 from pipelines.config import GenerateConfig, load_config
 from pipelines.progress import Progress
 from pipelines.runner import run_catalog
-from pipelines.sample import write_sample_catalog
+from rfnet.data.sample import write_sample_catalog
+from rfnet.scorer import ScoreStage
 
 SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)\{(?P<labels>.*)\}\s+(?P<value>\S+)$")
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -78,7 +79,7 @@ def test_run_metrics_reach_the_prometheus_export(ray_cluster, tmp_path, caplog):
         },
     )
     caplog.set_level(logging.INFO, logger="reliable_ad.progress")
-    summary = run_catalog(cfg)
+    summary = run_catalog(cfg, inspect_stage=ScoreStage)
     lines = [r.getMessage() for r in caplog.records if r.name == "reliable_ad.progress"]
     assert any(f"items {n_items}/{n_items} (100.0%)" in line for line in lines), lines
 

@@ -11,7 +11,7 @@ import pytest
 
 from jobs.cli import main as cli
 from pipelines import storage
-from pipelines.sample import write_sample_catalog
+from rfnet.data.sample import write_sample_catalog
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3]
 

@@ -28,9 +28,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import storage
+from pipelines.labels import LABELS, parse_label
 from rfnet.data.rf1m import LABEL_FILES, SPLIT_FILES, LineError, Problem, clean_path, split_line, text_lines
 from rfnet.data.transforms import decode_rgb, decode_rgba
-from rfnet.labels import LABELS, parse_label
 
 logger = logging.getLogger(__name__)
 

@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 
 from pipelines import storage
 from pipelines.config import InputError
+from pipelines.labels import DISPLAY_NAMES, NUM_CLASSES, parse_label
 from rfnet.data.samples import Sample
-from rfnet.labels import DISPLAY_NAMES, NUM_CLASSES, parse_label
 
 logger = logging.getLogger(__name__)
 

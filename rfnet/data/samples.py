@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines import storage
+from pipelines.labels import NUM_CLASSES
 from rfnet.data.transforms import canonical_product, decode_product, decode_rgb, resize_rgb
-from rfnet.labels import NUM_CLASSES
 
 UNLABELLED = -1
 
@@ -27,7 +27,7 @@ class Sample:
     """One generated image with its label and optional product cut-out and caption.
 
     ``image``: path or URI of the generated image. ``label``: class index 0-5 (see
-    :data:`rfnet.labels.LABELS`), or ``-1`` when unlabelled. ``product``: path or URI of the
+    :data:`pipelines.labels.LABELS`), or ``-1`` when unlabelled. ``product``: path or URI of the
     product's RGBA cut-out, ``None`` when the dataset has none for this image. ``caption``: the
     product's title text, ``""`` when unknown. ``source``: where the sample was declared, e.g.
     ``"label.txt:17"``, for error messages.

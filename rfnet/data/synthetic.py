@@ -44,8 +44,8 @@ import cv2
 import numpy as np
 
 from pipelines import storage
+from pipelines.labels import LABELS, NUM_CLASSES
 from rfnet.data.transforms import decode_rgba
-from rfnet.labels import LABELS, NUM_CLASSES
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@
 - :func:`resize_rgb`: a generated image -> the model's square input size.
 - :func:`decode_rgb` / :func:`decode_rgba` / :func:`decode_product`: bytes of any common image file
   -> ``uint8`` arrays.
-- :func:`white_background`: which pixels of a product photographed on white are background, by the
-  rule the catalog applies to such photos (``pipelines.catalog``), so an RGB product file means the
-  same product to the generation pipeline, to the scorer and to RFNet's training data.
+- An RGB product file (a product photographed on white) is keyed with
+  :func:`pipelines.catalog.white_background`, the catalog's own rule, so it means the same product
+  to the generation pipeline, to the scorer and to RFNet's training data.
 """
 
 from __future__ import annotations
@@ -20,19 +20,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-WHITE_THRESHOLD = 240  # the catalog's default (prepare.white_threshold)
-
-
-def white_background(rgb: np.ndarray, white_threshold: int = WHITE_THRESHOLD) -> np.ndarray:
-    """``(H, W)`` bool: the background of a product photographed on white, i.e. the near-white pixels
-    (every channel >= ``white_threshold``) connected to the image border (4-connectivity). Enclosed
-    white areas (a white label on a bottle) are not background. All False when no near-white pixel
-    touches the border (a photo that is not on white)."""
-    near_white = np.all(rgb >= white_threshold, axis=-1).astype(np.uint8)
-    _, labels = cv2.connectedComponents(near_white, connectivity=4)
-    # Label 0 is every non-white pixel; white components touching the border are the background.
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    return np.isin(labels, border[border > 0])
+from pipelines.catalog import white_background
 
 
 def _as_rgba(product: np.ndarray) -> np.ndarray:

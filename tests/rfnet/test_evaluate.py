@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 
 from pipelines.config import ConfigError, load_config
+from pipelines.labels import LABELS
 from rfnet.checkpoint import load_model, load_rfnet, save_rfnet
 from rfnet.config import EvaluateConfig
 from rfnet.data import holdout_split, read_rf1m, split_samples
 from rfnet.evaluate import build_report, evaluate_rfnet, render_confusion, render_errors
-from rfnet.labels import LABELS
 
 
 @pytest.fixture(scope="module")

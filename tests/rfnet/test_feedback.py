@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from pipelines.labels import LABELS
 from rfnet.data import export_for_labelling, import_labels, read_rf1m
-from rfnet.labels import LABELS
 
 
 def png(array: np.ndarray, mode: str) -> bytes:

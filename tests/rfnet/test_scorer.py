@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from pipelines.labels import LABELS
 from rfnet.checkpoint import load_model, save_rfnet
-from rfnet.labels import LABELS
 from rfnet.scorer import RFNetScorer, ScoreStage
 
 

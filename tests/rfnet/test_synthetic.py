@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
+from pipelines.labels import LABELS
 from rfnet.data import load_example, make_synthetic_set, read_rf1m, render_sample
-from rfnet.labels import LABELS
 
 SIZE = 96
 

@@ -6,7 +6,7 @@ a white background to show the derived mask. ``--with-bad-rows`` appends rows th
 ``status=error`` (missing file, corrupt file, fully transparent alpha, unsafe and duplicate sku_id,
 out-of-range image_scale, unsupported URI scheme, malformed JSON line).
 
-    python -m pipelines.sample --out out/demo-catalog [--items 12] [--with-bad-rows]
+    python -m rfnet.data.sample --out out/demo-catalog [--items 12] [--with-bad-rows]
 """
 
 from __future__ import annotations

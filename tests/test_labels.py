@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rfnet.labels import AVAILABLE, DISPLAY_NAMES, LABELS, label_name, parse_label
+from pipelines.labels import AVAILABLE, DISPLAY_NAMES, LABELS, label_name, parse_label
 
 
 def test_rf1m_numbers_map_to_indices_in_label_order():

@@ -1,4 +1,7 @@
-"""RFNet's six classes, in the order of the RF1M integer labels.
+"""The six classes an inspector sorts generated images into, in the order of the RF1M integer labels.
+
+They are part of the output contract (the attempts table's ``prob_<label>`` columns), so they live
+with the platform; RFNet, its data readers and the reports all take them from here.
 
 Index ``i`` (0-5) is RF1M label ``i + 1``: 1 Available, 2 Unsuitable, 3 Space Mismatch, 4 Size
 Mismatch, 5 Indistinctiveness, 6 Shape Hallucination. ``LABELS`` holds the machine names used in
