@@ -72,7 +72,7 @@ def state_dict_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_rfnet(model: RFNet, config: RFNetConfig, out_dir: str, meta: dict[str, Any] | None = None) -> None:
-    """Write ``model.safetensors``, ``config.json``, ``meta.json`` (and ``caption/``) to ``out_dir``.
+    """Write ``model.safetensors``, ``config.json``, ``meta.json`` (and :meth:`RFNet.save_assets`' folders) to ``out_dir``.
 
     ``meta`` is stored as given, with ``labels`` added; each file is written atomically. Weights are
     written first and meta last, so a reader that sees the new meta also sees the new weights.

@@ -7,7 +7,16 @@ See docs/data.md for the accepted RF1M layout, the tolerance rules and the label
 from rfnet.data.feedback import ImportReport, export_for_labelling, import_labels
 from rfnet.data.ray_loading import to_ray_dataset
 from rfnet.data.rf1m import Problem, RF1MError, RF1MIndex, read_rf1m
-from rfnet.data.samples import UNLABELLED, ExampleError, Sample, holdout_split, load_example, split_samples
+from rfnet.data.samples import (
+    UNLABELLED,
+    ExampleError,
+    Sample,
+    holdout_split,
+    load_example,
+    set_identity,
+    shared_images,
+    split_samples,
+)
 from rfnet.data.transforms import canonical_product
 
 # The synthetic generator is also a command (`python -m rfnet.data.synthetic`): importing it here
@@ -39,6 +48,8 @@ __all__ = [
     "make_synthetic_set",
     "read_rf1m",
     "render_sample",
+    "set_identity",
+    "shared_images",
     "split_samples",
     "to_ray_dataset",
 ]
