@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,7 @@ from torch import nn
 
 from pipelines import models as pipeline_models
 from rfnet.backbones.stem import adapt_stem_weight, freeze_batchnorm
+from rfnet.config import Backbone
 
 
 @dataclass(frozen=True)
@@ -88,15 +90,9 @@ def _specs() -> dict[str, Spec]:
     }
 
 
-HF_BACKBONES = (
-    "resnet18",
-    "resnet50",
-    "convnext_tiny",
-    "convnext_base",
-    "clip_vit_b16",
-    "dinov2_small",
-    "dinov2_base",
-    "siglip_base",
+# The config's backbone names that are transformers models (every one has a Spec).
+HF_BACKBONES = tuple(
+    n for n in get_args(Backbone) if n != "compact" and not n.startswith("efficientnet_lite")
 )
 
 

@@ -25,6 +25,7 @@ LITE0 = "builtin:efficientnet_lite0"
 
 def test_the_config_offers_exactly_the_backbones_that_build():
     assert set(typing.get_args(Backbone)) == set(BACKBONES)
+    assert set(_specs()) == set(HF_BACKBONES)
     assert input_normalization("efficientnet_lite0") == ((127 / 255,) * 3, (128 / 255,) * 3)
     assert input_normalization("resnet50") == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 

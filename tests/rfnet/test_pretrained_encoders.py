@@ -40,7 +40,7 @@ def preset_config(preset: str, sources: dict[str, str]) -> RFNetConfig:
         "small": {
             "backbone": "efficientnet_lite0",
             "backbone_source": "builtin:efficientnet_lite0",
-            "global_size": None,
+            "global_size": 128,
         },
         "paper": {
             **PAPER_SMALL,
