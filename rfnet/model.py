@@ -35,7 +35,6 @@ Departures from the paper, each a config switch (docs/rfnet.md has the measureme
 
 from __future__ import annotations
 
-import json
 import os
 
 import torch
@@ -59,7 +58,7 @@ from rfnet.aux import (
     support_descriptor,
     unit_lab,
 )
-from rfnet.backbones import build_backbone, input_normalization
+from rfnet.backbones import build_backbone, input_normalization, save_backbone_config
 from rfnet.config import RFNetConfig
 from rfnet.encoders import CaptionBatch, CaptionEncoder
 from rfnet.trees import TreeEnsemble, tree_logits
@@ -263,13 +262,7 @@ class RFNet(nn.Module):
         ):
             written.append("caption")
         if c.backbone_source is not None:
-            encoder = self.image_encoder
-            if hasattr(encoder, "model"):  # a transformers backbone
-                encoder.model.config.save_pretrained(os.path.join(directory, "backbone"))
-            else:  # EfficientNet-Lite: the architecture is its name
-                os.makedirs(os.path.join(directory, "backbone"), exist_ok=True)
-                with open(os.path.join(directory, "backbone", "config.json"), "w", encoding="utf-8") as f:
-                    json.dump({"architecture": c.backbone, "source": c.backbone_source}, f)
+            save_backbone_config(self.image_encoder, os.path.join(directory, "backbone"))
             written.append("backbone")
         if c.depth_source is not None and hasattr(self.depth, "network"):
             self.depth.network.config.save_pretrained(os.path.join(directory, "depth"))

@@ -16,6 +16,9 @@ Inputs are normalised as each architecture was pretrained (:func:`input_normaliz
 
 from __future__ import annotations
 
+import json
+import os
+
 from torch import nn
 
 from rfnet.aux import IMAGENET_MEAN, IMAGENET_STD
@@ -81,6 +84,19 @@ def build_backbone(
     raise ValueError(f"unknown backbone {name!r}; choose one of {list(BACKBONES)}")
 
 
+def save_backbone_config(backbone: nn.Module, directory: str) -> None:
+    """Write into ``directory`` what ``build_backbone(..., config_dir=directory)`` needs to rebuild
+    ``backbone``'s architecture without its pretrained source (a checkpoint's ``backbone/``)."""
+    if isinstance(backbone, HFVisionBackbone):
+        backbone.model.config.save_pretrained(directory)
+    elif isinstance(backbone, efficientnet_lite.EfficientNetLite):  # the architecture is its variant
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
+            json.dump({"architecture": "efficientnet_lite", "variant": backbone.variant}, f)
+    else:
+        raise ValueError(f"{type(backbone).__name__} has no pretrained architecture to save")
+
+
 __all__ = [
     "BACKBONES",
     "EFFICIENTNET_LITE",
@@ -89,4 +105,5 @@ __all__ = [
     "build_backbone",
     "builtin_backbones",
     "input_normalization",
+    "save_backbone_config",
 ]
