@@ -323,62 +323,38 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
-def pool_ask(
-    what: str,
-    section: str,
-    *,
-    concurrency: int,
-    num_gpus: float,
-    num_cpus: float,
-    resources: Mapping[str, float] | None = None,
-    concurrency_field: str = "concurrency",
-) -> Ask:
-    """An actor pool of ``concurrency`` actors configured by ``<section>.num_gpus`` etc."""
-    bundle: dict[str, float] = {"CPU": num_cpus, **(resources or {})}
-    per = [f"{section}.num_cpus={_num(num_cpus)}"]
-    if num_gpus > 0:
-        bundle["GPU"] = num_gpus
-        per.insert(0, f"{section}.num_gpus={_num(num_gpus)}")
-    if resources:
-        per.append(f"{section}.resources={dict(resources)}")
-    return Ask(what, concurrency, bundle, f"{', '.join(per)} x {section}.{concurrency_field}={concurrency}")
+def pool_ask(what: str, name: str, section: Any) -> Ask:
+    """An actor pool configured by a config section ``name`` (``concurrency`` actors of ``num_gpus``
+    GPUs, ``num_cpus`` CPUs and, if it has them, custom ``resources`` each)."""
+    gpus, cpus, custom = section.num_gpus, section.num_cpus, dict(getattr(section, "resources", None) or {})
+    bundle: dict[str, float] = {"CPU": cpus, **custom, **({"GPU": gpus} if gpus > 0 else {})}
+    per = [f"{name}.num_gpus={_num(gpus)}"] if gpus > 0 else []
+    per.append(f"{name}.num_cpus={_num(cpus)}")
+    if custom:
+        per.append(f"{name}.resources={custom}")
+    return Ask(
+        what, section.concurrency, bundle, f"{', '.join(per)} x {name}.concurrency={section.concurrency}"
+    )
 
 
-def ray_train_ask(
-    section: str, *, workers_field: str, workers: int, use_gpu: bool, cpus_per_worker: float
-) -> Ask:
-    """Ray Train's workers: ``workers`` x (``cpus_per_worker`` CPUs + one GPU when ``use_gpu``)."""
-    bundle = {"CPU": cpus_per_worker, **({"GPU": 1.0} if use_gpu else {})}
+def ray_train_ask(name: str, section: Any, workers_field: str) -> Ask:
+    """Ray Train's workers, configured by a config section ``name``: ``<workers_field>`` workers of
+    ``cpus_per_worker`` CPUs and one GPU each when ``use_gpu``."""
+    workers, cpus = getattr(section, workers_field), section.cpus_per_worker
+    bundle = {"CPU": cpus, **({"GPU": 1.0} if section.use_gpu else {})}
     fields = (
-        f"{section}.use_gpu={str(use_gpu).lower()} (1 GPU per worker), "
-        f"{section}.cpus_per_worker={_num(cpus_per_worker)} x {section}.{workers_field}={workers}"
+        f"{name}.use_gpu={str(section.use_gpu).lower()} (1 GPU per worker), "
+        f"{name}.cpus_per_worker={_num(cpus)} x {name}.{workers_field}={workers}"
     )
     return Ask("Ray Train", workers, bundle, fields)
 
 
 def catalog_asks(cfg: Any) -> list[Ask]:
     """What a ``generate`` / ``refresh`` wave asks for at once (``cfg``: a ``GenerateConfig``)."""
-    g, ins, run = cfg.generation, cfg.inspect, cfg.run
-    asks = [
-        pool_ask(
-            "the generation pool",
-            "generation",
-            concurrency=g.concurrency,
-            num_gpus=g.num_gpus,
-            num_cpus=g.num_cpus,
-            resources=g.resources,
-        )
-    ]
-    if ins.enabled:
-        asks.append(
-            pool_ask(
-                "the inspection pool",
-                "inspect",
-                concurrency=ins.concurrency,
-                num_gpus=ins.num_gpus,
-                num_cpus=ins.num_cpus,
-            )
-        )
+    run = cfg.run
+    asks = [pool_ask("the generation pool", "generation", cfg.generation)]
+    if cfg.inspect.enabled:
+        asks.append(pool_ask("the inspection pool", "inspect", cfg.inspect))
     # Preparation and write tasks come and go, so they can take turns: the larger of the two must
     # find room beside the pools.
     task = {
@@ -427,33 +403,21 @@ def require_catalog_resources(cfg: Any, probe: Probe | None = None) -> ClusterVi
 
 
 def require_ray_train(
-    section: str,
-    *,
-    workers_field: str,
-    workers: int,
-    use_gpu: bool,
-    cpus_per_worker: float,
-    wait_s: float,
-    gpu_fix: str,
-    probe: Probe | None = None,
+    name: str, section: Any, *, workers_field: str, gpu_fix: str, probe: Probe | None = None
 ) -> ClusterView:
-    """:func:`require` Ray Train's workers, configured by ``<section>.use_gpu`` etc. ``gpu_fix``: how
-    to train without GPUs, for the message when GPUs are what is missing."""
-    ask = ray_train_ask(
-        section,
-        workers_field=workers_field,
-        workers=workers,
-        use_gpu=use_gpu,
-        cpus_per_worker=cpus_per_worker,
-    )
+    """:func:`require` Ray Train's workers as the config section ``name`` sets them (``use_gpu``,
+    ``cpus_per_worker``, ``<workers_field>``, ``resource_wait_s``). ``gpu_fix``: how to train without
+    GPUs, for the message when GPUs are what is missing."""
+    ask = ray_train_ask(name, section, workers_field)
 
     def fixes(verdict: Verdict) -> str:
-        fewer = f"fewer workers ({section}.{workers_field})"
+        fewer = f"fewer workers ({name}.{workers_field})"
         if "GPU" in verdict.missing:
             return f"{gpu_fix}, or {fewer}, or run on a Ray cluster with GPU nodes (docs/runbook.md, 'Resources')"
         return (
-            f"{fewer} or a lower {section}.cpus_per_worker, or more logical CPUs for a local Ray, or a larger "
+            f"{fewer} or a lower {name}.cpus_per_worker, or more logical CPUs for a local Ray, or a larger "
             "cluster (docs/runbook.md, 'Resources')"
         )
 
-    return require([ask], fixes=fixes, wait_s=wait_s, wait_field=f"{section}.resource_wait_s", probe=probe)
+    wait_field = f"{name}.resource_wait_s"
+    return require([ask], fixes=fixes, wait_s=section.resource_wait_s, wait_field=wait_field, probe=probe)

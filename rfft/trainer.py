@@ -693,11 +693,8 @@ def run(cfg: RFFTConfig) -> dict[str, Any]:
     # Workers no node can ever hold fail the job here instead of leaving Ray Train pending.
     require_ray_train(
         "scaling",
+        cfg.scaling,
         workers_field="workers",
-        workers=cfg.scaling.workers,
-        use_gpu=cfg.scaling.use_gpu,
-        cpus_per_worker=cfg.scaling.cpus_per_worker,
-        wait_s=cfg.scaling.resource_wait_s,
         gpu_fix="--preset tiny (tiny models on CPUs), or --set scaling.use_gpu=false (these models on CPUs: slow)",
     )
     check_run_config(cfg)  # writes OUT/run_config.json: only for a run that can start

@@ -1261,11 +1261,8 @@ def train_rfnet(cfg: TrainRFNetConfig, *, started: float | None = None) -> Train
     # Workers no node can ever hold fail the job here instead of leaving Ray Train pending.
     require_ray_train(
         "workers",
+        cfg.workers,
         workers_field="num_workers",
-        workers=cfg.workers.num_workers,
-        use_gpu=cfg.workers.use_gpu,
-        cpus_per_worker=cfg.workers.cpus_per_worker,
-        wait_s=cfg.workers.resource_wait_s,
         gpu_fix="train on CPUs: --preset small, or leave out --gpu (--set workers.use_gpu=false)",
     )
     out = storage.normalize(cfg.out)

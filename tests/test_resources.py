@@ -151,6 +151,18 @@ class FakeClock:
         self.now += s
 
 
+def wait(asks, cluster: FakeCluster, clock: FakeClock, *, wait_s: float, fixes: str) -> ClusterView:
+    return resources.require(
+        asks,
+        fixes=fixes,
+        wait_s=wait_s,
+        wait_field="run.resource_wait_s",
+        probe=cluster,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+
+
 def test_waiting_logs_a_line_a_minute_then_fails_naming_the_wait_field(caplog):
     clock = FakeClock()
     cluster = FakeCluster(clock)
@@ -166,15 +178,7 @@ def test_waiting_logs_a_line_a_minute_then_fails_naming_the_wait_field(caplog):
         caplog.at_level(logging.WARNING, logger="pipelines.resources"),
         pytest.raises(ResourceUnavailable) as err,
     ):
-        resources.require(
-            asks,
-            fixes="FIXES",
-            wait_s=150,
-            wait_field="run.resource_wait_s",
-            probe=cluster,
-            clock=clock,
-            sleep=clock.sleep,
-        )
+        wait(asks, cluster, clock, wait_s=150, fixes="FIXES")
     lines = [r.getMessage() for r in caplog.records if "waiting for resources" in r.getMessage()]
     assert [line.split(" (")[0] for line in lines] == [
         "waiting for resources for 0 s",
@@ -195,15 +199,7 @@ def test_waiting_ends_when_the_autoscaler_adds_the_node():
     clock = FakeClock()
     cluster = FakeCluster(clock, gpu_at=clock() + 70)
     asks = [Ask("pool", 1, {"GPU": 0.9, "CPU": 1.0}, "f")]
-    view = resources.require(
-        asks,
-        fixes="F",
-        wait_s=1800,
-        wait_field="run.resource_wait_s",
-        probe=cluster,
-        clock=clock,
-        sleep=clock.sleep,
-    )
+    view = wait(asks, cluster, clock, wait_s=1800, fixes="F")
     assert any(n.get("GPU") for n in view.nodes) and 70 <= clock() - 1000 <= 75
     assert cluster.cleared == 1
 
