@@ -3,8 +3,8 @@
 Dataset card
 ------------
 Purpose. An evaluation-only set in the RF1M layout, drawn by code that shares nothing with the
-generators used for training, so a trained RFNet can be scored on scenes, products and defect
-renderings it has never seen. Every sample depends only on ``(seed, label, index)``.
+generators used for training but the set writer and alpha compositing, so a trained RFNet can be
+scored on scenes, products and defect renderings it has never seen. Every sample depends only on ``(seed, label, index)``.
 
 Scenes ("lifestyle" photography). Five scene families, each a ground plane seen through a pinhole
 camera whose horizon row varies from above the frame (near top-down tabletop shots) through eye
