@@ -34,7 +34,8 @@ Adding a family (the extension point)
    order) from a generator seeded with ``(self.seed, label, index, <a salt of the family>)`` and
    returns a :class:`~rfnet.data.scenes.painter.Painted`: the file name, the image, the product
    file, the caption, the label, and ``scene``, a JSON-serialisable dict of the scene's parameters
-   (surface, colours, objects, the defect's variant...). Describing the scene costs no pixels:
+   (surface, colours, objects, the defect's variant...; for scenes made from a text prompt, the
+   values the prompt set). Describing the scene costs no pixels:
    record the values the painter drew, never draw extra random numbers for the description, so
    the image does not depend on what is recorded. The writer puts ``scene`` in the meta file
    (``meta.jsonl`` unless the class says otherwise), one record per image after ``image`` and
@@ -47,7 +48,7 @@ Adding a family (the extension point)
 Shared helpers: :mod:`~rfnet.data.scenes.drawing` (alpha compositing), :mod:`~rfnet.data.scenes.products`
 (drawn and real products). Families keep their own textures, shadows and resampling: each set must
 stay byte for byte what its quality figures were measured on (``tests/rfnet/test_scenes.py`` pins
-a few samples of each).
+a digest of a small set of each).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ SETS: dict[str, type[Painter]] = {
 MIN_IMAGE_SIZE = 32  # defects are not drawable smaller
 
 
-def painter(name: str, *, image_size: int, seed: int, products_dir: str | None = None) -> Painter:
+def make_painter(name: str, *, image_size: int, seed: int, products_dir: str | None = None) -> Painter:
     """The painter of set ``name`` for one image size, seed and (for families that take them) folder
     of real RGBA cut-outs; its ``paint(label, index)`` draws one sample."""
     if name not in SETS:
@@ -105,7 +106,7 @@ def make_set(
         raise ValueError(
             f"image_format must be one of {', '.join(map(repr, IMAGE_FORMATS))}, got {image_format!r}"
         )
-    paint = painter(name, image_size=image_size, seed=seed, products_dir=products_dir)
+    paint = make_painter(name, image_size=image_size, seed=seed, products_dir=products_dir)
     return write_set(paint, out, n_per_class=n_per_class, image_format=image_format)
 
 
@@ -116,7 +117,7 @@ def render_sample(
     the same ``image_size``, ``seed`` and ``products_dir``: a pure function of its arguments."""
     if not 0 <= label < NUM_CLASSES:
         raise ValueError(f"label must be a class index 0-{NUM_CLASSES - 1}, got {label!r}")
-    return painter(name, image_size=image_size, seed=seed, products_dir=products_dir).paint(label, index)
+    return make_painter(name, image_size=image_size, seed=seed, products_dir=products_dir).paint(label, index)
 
 
 __all__ = [
@@ -126,7 +127,7 @@ __all__ = [
     "Product",
     "draw_product",
     "load_product_pool",
+    "make_painter",
     "make_set",
-    "painter",
     "render_sample",
 ]

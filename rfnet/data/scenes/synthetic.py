@@ -76,7 +76,6 @@ class SyntheticPainter(Painter):
 
     def __init__(self, *, image_size: int, seed: int, products_dir: str | None = None):
         super().__init__(image_size=image_size, seed=seed, products_dir=products_dir)
-        self.size = image_size
         self.pool = load_product_pool(products_dir, round(1.5 * image_size)) if products_dir else None
 
     def paint(self, label: int, index: int) -> Painted:
@@ -103,7 +102,7 @@ class SyntheticPainter(Painter):
             rgba = p.rgba[:, ::-1].copy() if rng.random() < 0.5 else p.rgba
             return Product(rgba, p.colour, p.caption, p.kind)
         # Drawn at the canvas height: every placement shrinks it, which anti-aliases the edges.
-        return draw_product(rng, self.size)
+        return draw_product(rng, self.image_size)
 
     def scene_colours(self, rng, product: Product) -> tuple[np.ndarray, np.ndarray]:
         wall = far_colour(rng, [product.colour], 90)
@@ -113,7 +112,7 @@ class SyntheticPainter(Painter):
     def place(
         self, rng, product: Product, frac: float | None = None, table: bool | None = None
     ) -> tuple[Layout, bool]:
-        size = self.size
+        size = self.image_size
         frac = frac if frac is not None else rng.uniform(0.25, 0.62)
         rgba = fit(product, size, frac)
         h, w = rgba.shape[:2]
@@ -125,7 +124,7 @@ class SyntheticPainter(Painter):
 
     def supported_scene(self, rng, layout: Layout, table: bool, wall, floor, table_x=None) -> Scene:
         """A scene whose surface holds the product at ``layout.base``."""
-        size = self.size
+        size = self.image_size
         gap_back = round(rng.uniform(0.04, 0.25) * size)
         horizon = max(2, min(layout.base - round(0.03 * size), layout.base - gap_back))
         bottom = min(size - 3, layout.base + round(rng.uniform(0.03, 0.12) * size)) if table else size
@@ -143,7 +142,7 @@ class SyntheticPainter(Painter):
         ``required`` the last object is squeezed in even if random placement found no room.
         Returns the number drawn.
         """
-        size = self.size
+        size = self.image_size
         table = scene.surface_bottom < size
         catalogue = TABLE_OBJECTS if table else FLOOR_OBJECTS
         kinds = kinds or list(catalogue)
@@ -212,7 +211,7 @@ class SyntheticPainter(Painter):
         decor(rng, scene, int(rng.integers(1, 4)))
         self.objects(rng, scene, layout, count=int(rng.integers(1, 3)))
         variant = str(rng.choice(["shuffled", "clutter", "tilted", "melted"]))
-        size = self.size
+        size = self.image_size
         img = scene.image
         if variant == "shuffled":
             tiles = int(rng.integers(3, 6))
@@ -258,7 +257,7 @@ class SyntheticPainter(Painter):
         return self.finish(rng, scene, layout), variant, layout
 
     def space_mismatch(self, rng, product: Product):
-        size = self.size
+        size = self.image_size
         variant = str(rng.choice(["floating", "no_surface", "over_edge"]))
         wall, floor = self.scene_colours(rng, product)
         if variant == "over_edge":
@@ -302,7 +301,7 @@ class SyntheticPainter(Painter):
         return self.finish(rng, scene, layout), variant, layout
 
     def size_mismatch(self, rng, product: Product):
-        size = self.size
+        size = self.image_size
         variant = str(rng.choice(["giant_product", "tiny_product", "miniature_support"]))
         wall, floor = self.scene_colours(rng, product)
         if variant == "giant_product":
@@ -355,7 +354,7 @@ class SyntheticPainter(Painter):
         return self.finish(rng, scene, layout), variant, layout
 
     def indistinctiveness(self, rng, product: Product):
-        size = self.size
+        size = self.image_size
         layout, table = self.place(rng, product)
         variant = str(rng.choice(["whole_scene", "backdrop"]))
         near = jitter(rng, product.colour, 9)
@@ -377,7 +376,7 @@ class SyntheticPainter(Painter):
         return self.finish(rng, scene, layout), variant, layout
 
     def shape_hallucination(self, rng, product: Product):
-        size = self.size
+        size = self.image_size
         layout, table = self.place(rng, product, frac=rng.uniform(0.3, 0.55))
         wall, floor = self.scene_colours(rng, product)
         scene = self.supported_scene(rng, layout, table, wall, floor)
