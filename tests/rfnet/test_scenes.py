@@ -126,6 +126,8 @@ def test_studio_set_with_real_cut_outs_keeps_them_as_they_came(tmp_path, product
 class _Flat(Painter):
     """A family of one flat colour per class, with its scene described."""
 
+    name = "flat"
+
     def paint(self, label: int, index: int) -> Painted:
         rng = np.random.default_rng([self.seed, label, index, 5])
         grey = int(rng.integers(0, 256))
@@ -136,7 +138,7 @@ class _Flat(Painter):
 
 
 def test_a_new_family_plugs_in_through_the_registry(tmp_path, monkeypatch):
-    monkeypatch.setitem(SETS, "flat", _Flat)
+    monkeypatch.setitem(SETS, _Flat.name, _Flat)
     root = make_set("flat", str(tmp_path), n_per_class=2, image_size=32, seed=1)
     index = read_rf1m(root)
     assert not index.problems and len(index.samples) == 2 * NUM_CLASSES
@@ -155,7 +157,9 @@ def test_a_new_family_plugs_in_through_the_registry(tmp_path, monkeypatch):
 def test_bad_arguments_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="unknown scene set 'nope'; choose from synthetic, alt"):
         make_set("nope", str(tmp_path), n_per_class=1, image_size=64, seed=0)
-    with pytest.raises(ValueError, match="takes no products_dir"):
+    with pytest.raises(
+        ValueError, match="the lifestyle set draws its own products and takes no products_dir"
+    ):
         make_set("lifestyle", str(tmp_path), n_per_class=1, image_size=64, seed=0, products_dir=str(tmp_path))
     with pytest.raises(ValueError, match="label must be a class index 0-5"):
         render_sample("alt", 6, 0, image_size=64, seed=0)

@@ -42,8 +42,9 @@ Adding a family (the extension point)
    ``label``.
 2. Set the class attributes where the defaults do not fit: ``meta_file``, ``meta_labels``,
    ``png_params``, ``takes_products`` (and load the cut-outs with :func:`load_product_pool`).
-3. Add the class to :data:`SETS` below under the set's name. :func:`make_set`, :func:`render_sample`,
-   the command line, ``bench.rfnet_quality --sets`` and ``rfnet.pretrain --generator`` then know it.
+3. Name the set (the class attribute ``name``) and add the class to :data:`SETS` below:
+   :func:`make_set`, :func:`render_sample`, the command line, ``bench.rfnet_quality --sets`` and
+   ``rfnet.pretrain --generator`` then know it.
 
 Shared helpers: :mod:`~rfnet.data.scenes.drawing` (alpha compositing), :mod:`~rfnet.data.scenes.products`
 (drawn and real products). Families keep their own textures, shadows and resampling: each set must
@@ -63,10 +64,7 @@ from rfnet.data.scenes.synthetic import SyntheticPainter
 
 #: set name -> the family's painter
 SETS: dict[str, type[Painter]] = {
-    "synthetic": SyntheticPainter,
-    "alt": AltPainter,
-    "studio": StudioPainter,
-    "lifestyle": LifestylePainter,
+    painter.name: painter for painter in (SyntheticPainter, AltPainter, StudioPainter, LifestylePainter)
 }
 MIN_IMAGE_SIZE = 32  # defects are not drawable smaller
 

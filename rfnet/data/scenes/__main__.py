@@ -47,7 +47,7 @@ def contact_sheet(out: str, path: str, per_class: int = 8, cell: int = 128) -> s
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m rfnet.data.scenes", description=__doc__.splitlines()[0])
     parser.add_argument("--set", required=True, choices=list(SETS), help="the family of scenes")
     parser.add_argument("--out", required=True, help="output folder or s3:// prefix (RF1M layout)")
     parser.add_argument("--n-per-class", type=int, default=300)
@@ -60,15 +60,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sheet", default=None, help="also write a contact sheet PNG here (local sets)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = make_set(
-        args.set,
-        args.out,
-        n_per_class=args.n_per_class,
-        image_size=args.image_size,
-        seed=args.seed,
-        products_dir=args.products_dir,
-        image_format=args.image_format,
-    )
+    try:
+        out = make_set(
+            args.set,
+            args.out,
+            n_per_class=args.n_per_class,
+            image_size=args.image_size,
+            seed=args.seed,
+            products_dir=args.products_dir,
+            image_format=args.image_format,
+        )
+    except ValueError as exc:  # arguments the set cannot take
+        parser.error(str(exc))
     if args.sheet:
         contact_sheet(out, args.sheet, per_class=min(8, args.n_per_class), cell=max(96, args.image_size))
         print(f"contact sheet: {args.sheet}")

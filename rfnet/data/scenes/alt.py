@@ -235,6 +235,7 @@ def _render(label: int, rng: np.random.Generator, size: int) -> tuple[np.ndarray
 class AltPainter(Painter):
     """The ``alt`` family (see the module docstring)."""
 
+    name = "alt"
     meta_file = None
 
     def paint(self, label: int, index: int) -> Painted:

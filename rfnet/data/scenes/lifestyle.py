@@ -341,6 +341,8 @@ def _make_sample(label: int, rng: Rng, s: int) -> tuple[np.ndarray, np.ndarray, 
 class LifestylePainter(Painter):
     """The ``lifestyle`` family (see the module docstring)."""
 
+    name = "lifestyle"
+
     def __init__(self, *, image_size: int, seed: int, products_dir: str | None = None):
         super().__init__(image_size=image_size, seed=seed, products_dir=products_dir)
         self.names: dict[str, tuple[int, int]] = {}  # name -> (label, index) painted under it

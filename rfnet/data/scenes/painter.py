@@ -46,6 +46,8 @@ class Painter(ABC):
     why :func:`write_set` paints in a fixed order (class 0 to 5, index 0 to ``n_per_class - 1``).
     """
 
+    #: the set's name in :data:`rfnet.data.scenes.SETS`
+    name: ClassVar[str]
     #: the meta file (one JSON record per image: ``image``, ``label``, then :attr:`Painted.scene`),
     #: or None to write none
     meta_file: ClassVar[str | None] = "meta.jsonl"
@@ -60,7 +62,7 @@ class Painter(ABC):
     def __init__(self, *, image_size: int, seed: int, products_dir: str | None = None):
         if products_dir is not None and not self.takes_products:
             raise ValueError(
-                f"{type(self).__name__} draws its own products and takes no products_dir "
+                f"the {self.name} set draws its own products and takes no products_dir "
                 f"(got {products_dir!r}); leave it out, or use a family that paints real cut-outs"
             )
         self.image_size = image_size
@@ -138,7 +140,7 @@ def write_set(painter: Painter, out: str, *, n_per_class: int, image_format: str
     logger.info(
         "wrote %d %s images (%d per class, %d px, seed %d) to %s in %.1f s",
         len(rows),
-        type(painter).__name__,
+        painter.name,
         n_per_class,
         painter.image_size,
         painter.seed,

@@ -423,6 +423,7 @@ def _make_sample(rng: np.random.Generator, label: int, S: int, pool: list[Produc
 class StudioPainter(Painter):
     """The ``studio`` family (see the module docstring)."""
 
+    name = "studio"
     takes_products = True
 
     def __init__(self, *, image_size: int, seed: int, products_dir: str | None = None):

@@ -69,6 +69,7 @@ GENERATOR_VERSION = 1
 class SyntheticPainter(Painter):
     """The ``synthetic`` family: one method per class, each returning ``(image, variant, layout)``."""
 
+    name = "synthetic"
     meta_file = "synthetic.jsonl"
     meta_labels = LABELS
     png_params = (cv2.IMWRITE_PNG_COMPRESSION, 1)
