@@ -271,9 +271,9 @@ def test_ray_train_jobs_asking_for_gpus_on_a_cpu_cluster_fail_naming_their_field
     ray_cluster, tmp_path, capsys
 ):
     from jobs.cli import main
-    from rfnet.data.synthetic import make_synthetic_set
+    from rfnet.data.scenes import make_set
 
-    data = make_synthetic_set(str(tmp_path / "set"), n_per_class=2, image_size=64, seed=0)
+    data = make_set("synthetic", str(tmp_path / "set"), n_per_class=2, image_size=64, seed=0)
     started = time.monotonic()
     rc = main(["train-rfnet", "--preset", "tiny", "--data", data, "--out", str(tmp_path / "rfnet"), "--gpu"])
     assert rc == resources.EXIT_STATUS
