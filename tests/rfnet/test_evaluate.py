@@ -24,9 +24,11 @@ from rfnet.evaluate import build_report, evaluate_rfnet, render_confusion, rende
 
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory) -> str:
-    from rfnet.data.synthetic import make_synthetic_set
+    from rfnet.data.scenes import make_set
 
-    return make_synthetic_set(str(tmp_path_factory.mktemp("eval-set")), n_per_class=2, image_size=64, seed=1)
+    return make_set(
+        "synthetic", str(tmp_path_factory.mktemp("eval-set")), n_per_class=2, image_size=64, seed=1
+    )
 
 
 def constant_model(directory, favourite: int, meta: dict | None = None) -> float:
@@ -296,7 +298,7 @@ def grown_copy(root, src: str, extra: str):
 
 
 def test_auto_split_scores_the_held_out_share_of_the_training_set_and_all_of_any_other(tmp_path, tiny_set):
-    from rfnet.data.synthetic import make_synthetic_set
+    from rfnet.data.scenes import make_set
     from rfnet.train import prepare_split
 
     train_cfg = load_config(
@@ -324,7 +326,7 @@ def test_auto_split_scores_the_held_out_share_of_the_training_set_and_all_of_any
         assert report["split"]["reason"].startswith("the set the checkpoint was trained on")
 
     # A separate labelled set: all of it, and eval.json says why.
-    other = make_synthetic_set(str(tmp_path / "other"), n_per_class=2, image_size=64, seed=2)
+    other = make_set("synthetic", str(tmp_path / "other"), n_per_class=2, image_size=64, seed=2)
     report = evaluate(tmp_path, tmp_path / "model", other)
     assert report["split"]["mode"] == "all" and report["n"] == len(read_rf1m(other).samples) == 12
     assert report["split"]["shared_images"] == 0 and report["split"]["checked_images"] == 12

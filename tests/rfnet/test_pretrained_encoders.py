@@ -160,9 +160,9 @@ def test_train_rfnet_paper_preset_from_pretrained_sources_to_evaluate(
     """The paper preset's structure at 64 px on a CPU: pretrained ResNet-50-kind encoders, RoBERTa
     captions and Depth Anything, through the CLI, then evaluated."""
     from jobs.cli import main
-    from rfnet.data.synthetic import make_synthetic_set
+    from rfnet.data.scenes import make_set
 
-    data = make_synthetic_set(str(tmp_path / "set"), n_per_class=3, image_size=64, seed=3)
+    data = make_set("synthetic", str(tmp_path / "set"), n_per_class=3, image_size=64, seed=3)
     out, eval_out = str(tmp_path / "model"), str(tmp_path / "eval")
     overrides = {
         **{f"model.{k}": v for k, v in PAPER_SMALL.items()},
