@@ -110,6 +110,9 @@ class ScalingConfig(ConfigBase):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # compute dtype of frozen models
     gradient_checkpointing: bool = True  # ControlNet, UNet and VAE decoder recompute activations
     ray_address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray started here
+    # Lost workers (a killed process, a lost node) survived per run: Ray Train restarts the worker
+    # group, which resumes from the last checkpoint (``checkpoint_every``). -1: no limit; 0: fail at once.
+    max_failures: int = Field(3, ge=-1)
 
 
 class RFFTConfig(ConfigBase):
@@ -153,6 +156,7 @@ class RFFTConfig(ConfigBase):
         "scaling.dtype",
         "scaling.gradient_checkpointing",
         "scaling.ray_address",
+        "scaling.max_failures",
     )
 
     PRESETS: ClassVar[dict[str, tuple[str | None, dict[str, Any]]]] = {

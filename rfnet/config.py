@@ -436,6 +436,9 @@ class TrainWorkersConfig(ConfigBase):
     ray_address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray started by the job
     ray_num_cpus: int | None = Field(None, ge=1)  # logical CPUs of a local Ray; None: Ray's default
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # compute dtype (autocast); weights stay fp32
+    # Lost workers (a killed process, a lost node) survived per run: Ray Train restarts the worker
+    # group, which resumes from the last reported epoch's checkpoint. -1: no limit; 0: fail at once.
+    max_failures: int = Field(3, ge=-1)
 
 
 class TrainRFNetConfig(ConfigBase):
@@ -464,6 +467,7 @@ class TrainRFNetConfig(ConfigBase):
         "workers.cpus_per_worker",
         "workers.ray_address",
         "workers.ray_num_cpus",
+        "workers.max_failures",
     )
 
     PRESETS: ClassVar[dict[str, tuple[str | None, dict[str, Any]]]] = {
