@@ -289,13 +289,15 @@ def update_manifest(
     """Upsert the processed items' latest state, refresh the identities of skipped ones, mark
     removed ones; written atomically.
 
-    ``resumed``: the run continued an earlier session; items with attempts recorded before this
-    session's listing get no listing metadata (it may be newer than the bytes they were made from).
+    ``resumed``: the run continued an earlier session. Items with attempts recorded before this
+    session's listing keep the listing metadata their manifest row had for the same digest (listed
+    before those bytes were read), or get none (this session's listing may be newer than the bytes).
     Rows of untouched items are carried over as Arrow data; only processed items are built in Python.
     """
     manifest = store.manifest()
     stamp = now()
     stale = _read_before(store, run_id, selection.listed_at) if resumed else set()
+    earlier = _identities(manifest, stale)
     rows, mismatched = [], 0
     for sku, st in states.items():
         res = st.result
@@ -306,7 +308,9 @@ def update_manifest(
         mismatched += bool(given and read and read != given)
         digest = given or read  # the catalog's word is what the next refresh compares against
         identity = selection.identities.get(sku, ImageIdentity())
-        listed = sku not in stale
+        if sku in stale:
+            before = earlier.get(sku, ImageIdentity())
+            identity = before if digest and before.sha256 == digest else ImageIdentity()
         rows.append(
             {
                 "sku_id": sku,
@@ -317,8 +321,8 @@ def update_manifest(
                 "removed": False,
                 "updated_at": stamp,
                 "row_hash": row_hash(st.item, config_hash),
-                "image_size": identity.size if listed else None,
-                "image_version": identity.version if listed else None,
+                "image_size": identity.size,
+                "image_version": identity.version,
                 "image_sha256": digest or None,
             }
         )
@@ -351,6 +355,16 @@ def _refresh_columns(kept: pa.Table, refreshed: Mapping[str, dict[str, Any]]) ->
     mask = np.ones(len(kept), bool)
     mask[positions] = False
     return pa.concat_tables([kept.filter(pa.array(mask)), pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)])
+
+
+def _identities(manifest: pa.Table, skus: set[str]) -> dict[str, ImageIdentity]:
+    if not skus:
+        return {}
+    rows = manifest.filter(pc.is_in(manifest["sku_id"], value_set=pa.array(sorted(skus), pa.string())))
+    return {
+        r["sku_id"]: ImageIdentity(r["image_size"], r["image_version"], r["image_sha256"])
+        for r in rows.select(["sku_id", "image_size", "image_version", "image_sha256"]).to_pylist()
+    }
 
 
 def _read_before(store: OutputStore, run_id: str, listed_at: float) -> set[str]:

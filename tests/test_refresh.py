@@ -256,3 +256,50 @@ def test_catalog_image_sha256_column_is_validated(tmp_path):
     reasons = {e.sku_id: e.reason for e in catalog.errors}
     assert sorted(reasons) == ["number", "short"]
     assert "image_sha256 must be the 64-digit hex SHA-256 of the image file, got 'abc123'" in reasons["short"]
+
+
+def test_a_resumed_run_stores_only_listings_made_before_the_bytes_it_used(tmp_path):
+    """Items with attempts from an earlier session keep the identity listed with the same bytes
+    before, or get none; items made in this session get this session's listing."""
+    from datetime import timedelta
+
+    from pipelines.store import ATTEMPT_SCHEMA, to_table
+
+    store = OutputStore(str(tmp_path / "out"))
+    items = {s: CatalogItem(row=i + 1, sku_id=s, image=f"/img/{s}.png") for i, s in enumerate("ABC")}
+    earlier = {"A": (10, "v-a", "aaaa"), "C": (30, "v-c", "cccc")}
+    store.write_manifest(
+        pa.Table.from_pylist(
+            [
+                {
+                    "sku_id": s,
+                    "item_hash": "x",
+                    "status": "error",
+                    "image": "",
+                    "run_id": "r1",
+                    "removed": False,
+                }
+                | {"updated_at": now(), "image_size": n, "image_version": v, "image_sha256": d}
+                for s, (n, v, d) in earlier.items()
+            ],
+            schema=MANIFEST_SCHEMA,
+        )
+    )
+    sel = refresh.Selection(
+        todo=list(items.values()),
+        identities={s: refresh.ImageIdentity(99, f"new-{s}") for s in "ABC"},
+    )
+    before = now() - timedelta(hours=1)
+    attempts = [
+        {"run_id": "r1", "sku_id": "A", "attempt": 1, "created_at": before},  # earlier session
+        {"run_id": "r1", "sku_id": "C", "attempt": 1, "created_at": before},  # earlier session
+        {"run_id": "r1", "sku_id": "B", "attempt": 1, "created_at": now()},  # this session
+    ]
+    store.write_part("attempts", "r1-part", to_table(attempts, ATTEMPT_SCHEMA))
+    states = {}
+    for s, digest in {"A": "aaaa", "B": "bbbb", "C": "c-changed"}.items():
+        states[s] = ItemState(items[s])
+        states[s].result = {"status": "accepted", "content_hash": digest, "image": "x.png"}
+    refresh.update_manifest(store, states, sel, "r1", "cfg", resumed=True)
+    rows = {r["sku_id"]: (r["image_size"], r["image_version"]) for r in store.manifest().to_pylist()}
+    assert rows == {"A": (10, "v-a"), "B": (99, "new-B"), "C": (None, None)}
