@@ -106,13 +106,13 @@ class ScalingConfig(ConfigBase):
     workers: int = Field(1, ge=1)  # data-parallel workers (DDP); one GPU each when use_gpu
     use_gpu: bool = True  # one GPU per worker; False trains on CPUs
     cpus_per_worker: float = Field(1.0, gt=0.0)
+    # Lost workers (a killed process, a lost node) survived per run: Ray Train restarts the worker
+    # group, which resumes from the last checkpoint (``checkpoint_every``). -1: no limit; 0: fail at once.
+    max_failures: int = Field(3, ge=-1)
     device: str = "auto"  # see pipelines.device
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # compute dtype of frozen models
     gradient_checkpointing: bool = True  # ControlNet, UNet and VAE decoder recompute activations
     ray_address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray started here
-    # Lost workers (a killed process, a lost node) survived per run: Ray Train restarts the worker
-    # group, which resumes from the last checkpoint (``checkpoint_every``). -1: no limit; 0: fail at once.
-    max_failures: int = Field(3, ge=-1)
 
 
 class RFFTConfig(ConfigBase):
@@ -152,11 +152,11 @@ class RFFTConfig(ConfigBase):
         "guards",
         "scaling.use_gpu",
         "scaling.cpus_per_worker",
+        "scaling.max_failures",
         "scaling.device",
         "scaling.dtype",
         "scaling.gradient_checkpointing",
         "scaling.ray_address",
-        "scaling.max_failures",
     )
 
     PRESETS: ClassVar[dict[str, tuple[str | None, dict[str, Any]]]] = {
