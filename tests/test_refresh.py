@@ -170,7 +170,7 @@ def test_refresh_detects_row_config_error_and_touched_files_locally(tmp_path):
     assert rows["S2"]["run_id"] == "run" and rows["S2"]["image_sha256"] == digest(data["S2"])[:16]
 
 
-def test_catalog_image_sha256_decides_without_listing_or_reading(tmp_path, monkeypatch):
+def test_catalog_image_sha256_decides_without_reading(tmp_path):
     images = tmp_path / "images"
     data = write_images(images, 3)
     store = OutputStore(str(tmp_path / "out"))
