@@ -20,29 +20,46 @@ from pipelines.config import load_config
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
+def registered_checkpoint(run_dir: Path) -> str | None:
+    """The latest checkpoint Ray Train's controller has registered for the run in ``run_dir`` (its
+    checkpoint manager snapshot), or None. A checkpoint directory alone is not enough: a worker
+    lost between writing it and the controller taking the report leaves an unregistered one."""
+    try:
+        snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
+    except (OSError, json.JSONDecodeError):  # not there yet, or being replaced
+        return None
+    latest = snapshot.get("latest_checkpoint_result") or {}
+    return latest.get("checkpoint_dir_name")
+
+
 @contextlib.contextmanager
-def kill_a_worker_after_checkpoint(checkpoints: str, timeout_s: float = 600.0):
-    """While the body trains: as soon as a checkpoint matching the glob ``checkpoints`` exists, kill
-    a Ray Train worker process with SIGKILL (as the OOM killer or a lost node would). Yields a dict
-    that gets ``pid`` and ``checkpoints`` (those that existed at the kill)."""
+def kill_a_worker_after_checkpoint(run_dirs: str, timeout_s: float = 600.0):
+    """While the body trains: as soon as Ray Train has registered a checkpoint of a run under the
+    glob ``run_dirs``, kill a Ray Train worker process with SIGKILL (as the OOM killer or a lost node
+    would). Yields a dict that gets ``pid`` and ``checkpoint`` (the registered one at the kill)."""
+    import ray
     from ray.util.state import list_actors
 
     killed: dict = {}
     stop = threading.Event()
+    # The connected cluster's address, explicitly: the default looks up the last `ray start`ed one.
+    address = ray.get_runtime_context().gcs_address
+    wanted = [("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]
 
     def watch() -> None:
         pid, deadline = None, time.monotonic() + timeout_s
         while not stop.is_set() and time.monotonic() < deadline:
             if pid is None:
-                alive = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+                alive = list_actors(address=address, filters=wanted)
                 pid = alive[0].pid if alive else None
                 stop.wait(0.2)
-            elif found := sorted(glob.glob(checkpoints)):
+                continue
+            found = [c for d in glob.glob(run_dirs) if (c := registered_checkpoint(Path(d)))]
+            if found:
                 os.kill(pid, signal.SIGKILL)
-                killed.update(pid=pid, checkpoints=found)
+                killed.update(pid=pid, checkpoint=found[0])
                 return
-            else:
-                stop.wait(0.02)
+            stop.wait(0.02)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -67,11 +84,11 @@ def test_rfnet_training_resumes_after_a_lost_worker(ray_cluster, tmp_path):
         overrides={"data.root": data, "out": str(out), "optim.epochs": epochs, "tensorboard": False}
         | {"workers.max_failures": 1},
     )
-    with kill_a_worker_after_checkpoint(str(out / "ray_train" / "*" / "checkpoint_*")) as killed:
+    with kill_a_worker_after_checkpoint(str(out / "ray_train" / "*")) as killed:
         result = train_rfnet(cfg)
     assert killed.get("pid"), "no worker was killed"
-    (last,) = glob.glob(str(out / "ray_train" / "*" / "checkpoint_*"))  # num_to_keep=1
-    state = json.loads((Path(last) / STATE_FILE).read_text())
+    (run_dir,) = glob.glob(str(out / "ray_train" / "rfnet-*"))
+    state = json.loads((Path(run_dir) / registered_checkpoint(Path(run_dir)) / STATE_FILE).read_text())
     assert result.epochs == state["epoch"] == epochs
     assert [h["epoch"] for h in state["history"]] == list(range(1, epochs + 1))  # each epoch once
     assert state["step"] == epochs * (result.n_train // cfg.optim.batch_size)
@@ -101,10 +118,10 @@ def test_rfft_training_resumes_after_a_lost_worker(ray_cluster, tmp_path):
             "scaling.max_failures": 1,
         },
     )
-    with kill_a_worker_after_checkpoint(str(out / "checkpoints" / "checkpoint-*")) as killed:
+    with kill_a_worker_after_checkpoint(str(out / "checkpoints")) as killed:
         assert main(cfg) == 0
     assert killed.get("pid"), "no worker was killed"
-    assert len(killed["checkpoints"]) < steps  # killed before the run was done
+    assert killed["checkpoint"] != f"checkpoint-{steps:06d}"  # killed before the run was done
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps_completed"] == steps
     assert [s["step"] for s in metrics["steps"]] == list(range(1, steps + 1))  # each step once
