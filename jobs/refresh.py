@@ -16,7 +16,7 @@ from jobs.generate import add_arguments, overrides
 from pipelines.config import GenerateConfig
 from pipelines.lease import LeaseHeld
 
-EXIT_REFUSED = 3  # another refresh holds the output store's lease (2: bad config or input)
+EXIT_REFUSED = 4  # another refresh holds the store's lease (2: bad config or input; 3: no resources)
 
 
 def main(cfg: GenerateConfig) -> int:
@@ -38,7 +38,6 @@ def main(cfg: GenerateConfig) -> int:
 
 SPEC = JobSpec(
     name="refresh",
-    help="Incremental run: generate only new or changed catalog items; mark removed ones.",
     config_cls=GenerateConfig,
     main=main,
     add_arguments=add_arguments,

@@ -62,11 +62,20 @@ from pipelines import storage
 from pipelines.config import ConfigError
 from pipelines.device import autocast, place
 from pipelines.labels import LABELS, NUM_CLASSES
+from pipelines.resources import require_ray_train
 from rfnet import metrics
 from rfnet.aux import search_report, search_warning
 from rfnet.checkpoint import init_from, save_rfnet
 from rfnet.config import AugmentConfig, OptimConfig, TrainRFNetConfig
-from rfnet.data import ExampleError, Sample, holdout_split, load_example, read_rf1m, split_samples
+from rfnet.data import (
+    ExampleError,
+    Sample,
+    holdout_split,
+    load_example,
+    read_rf1m,
+    set_identity,
+    split_samples,
+)
 from rfnet.model import RFNet, build_rfnet
 from rfnet.trees import TreeParams, fit_trees
 
@@ -1200,6 +1209,7 @@ def prepare_split(cfg: TrainRFNetConfig) -> tuple[list[Sample], list[Sample], di
         meta = {
             "split": {
                 "data_root": root,
+                "set": set_identity([s for s in index.samples if s.label >= 0]),
                 "files": {"train": train_file, "val": val_file, "test": splits.get("test", (None,))[0]},
                 "val_fraction": None if val_file else cfg.data.val_fraction,
                 "seed": cfg.data.split_seed,
@@ -1213,6 +1223,7 @@ def prepare_split(cfg: TrainRFNetConfig) -> tuple[list[Sample], list[Sample], di
     labelled = [s for s in index.samples if s.label >= 0]
     if not labelled:
         raise ConfigError(f"--data {root!r} holds no labelled samples; {index.summary()}")
+    identity = set_identity(labelled)  # evaluate recognises the set by it (all of it, before max_samples)
     if cfg.data.max_samples is not None and len(labelled) > cfg.data.max_samples:
         # By split hash order, so a capped set is a stable subset.
         keep, _ = split_samples(labelled, 1.0 - cfg.data.max_samples / len(labelled), cfg.data.split_seed + 1)
@@ -1229,6 +1240,7 @@ def prepare_split(cfg: TrainRFNetConfig) -> tuple[list[Sample], list[Sample], di
     split_meta = {
         "split": {
             "data_root": root,
+            "set": identity,
             "val_fraction": cfg.data.val_fraction,
             "test_fraction": cfg.data.test_fraction,
             "seed": cfg.data.split_seed,
@@ -1259,6 +1271,13 @@ def train_rfnet(cfg: TrainRFNetConfig, *, started: float | None = None) -> Train
     train, val, split_meta = prepare_split(cfg)
     logger.info("training on %d samples, validating on %d (%s)", len(train), len(val), cfg.data.root)
     ensure_ray(cfg.workers.ray_address, cfg.workers.ray_num_cpus)
+    # Workers no node can ever hold fail the job here instead of leaving Ray Train pending.
+    require_ray_train(
+        "workers",
+        cfg.workers,
+        workers_field="num_workers",
+        gpu_fix="train on CPUs: --preset small, or leave out --gpu (--set workers.use_gpu=false)",
+    )
     out = storage.normalize(cfg.out)
     cfg = cfg.model_copy(update={"out": out})
     if cfg.init_from and os.path.isdir(cfg.init_from):

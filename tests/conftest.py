@@ -17,6 +17,11 @@ from pathlib import Path
 
 import pytest
 
+# Idle OpenMP threads must not spin: on a few shared cores, spinning threads slow torch kernels in
+# this process by an order of magnitude (Ray workers get the same setting from pipelines.raystart).
+# Set before anything imports torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PRODUCTS = SHARED / "data" / "products"
 CRDS = SHARED / "data" / "kuberay-crds"

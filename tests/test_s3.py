@@ -63,7 +63,7 @@ def test_s3_catalog_and_output(s3_server, shared_ray, tmp_path):
 
 def test_s3_refresh_reads_only_changes_and_refuses_a_second_refresh(s3_server, shared_ray, tmp_path, capsys):
     """Two refreshes started at once on one store: one runs to completion, the other is refused
-    (exit status 3, naming the lease). Then one image changes: the next refresh GETs that image
+    (exit status 4, naming the lease). Then one image changes: the next refresh GETs that image
     alone (counted at the S3 server, Ray workers included), and the one after reads no image."""
     s3_server.bucket("refresh-cat")
     s3_server.bucket("refresh-out")
@@ -90,7 +90,7 @@ def test_s3_refresh_reads_only_changes_and_refuses_a_second_refresh(s3_server, s
         t.start()
     for t in threads:
         t.join()
-    assert sorted(codes) == [0, 3]
+    assert sorted(codes) == [0, 4]
     assert (
         f"reliable-ad refresh: refused: another refresh holds the lease on {out}" in capsys.readouterr().err
     )

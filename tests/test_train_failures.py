@@ -72,10 +72,10 @@ def kill_a_worker_after_checkpoint(run_dirs: str, timeout_s: float = 600.0):
 
 def test_rfnet_training_resumes_after_a_lost_worker(ray_cluster, tmp_path):
     from rfnet.config import TrainRFNetConfig
-    from rfnet.data.synthetic import make_synthetic_set
+    from rfnet.data.scenes import make_set
     from rfnet.train import STATE_FILE, train_rfnet
 
-    data = make_synthetic_set(str(tmp_path / "set"), n_per_class=5, image_size=64, seed=0)
+    data = make_set("synthetic", str(tmp_path / "set"), n_per_class=5, image_size=64, seed=0)
     out = tmp_path / "run"
     epochs = 4
     cfg = load_config(
