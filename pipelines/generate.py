@@ -18,7 +18,7 @@ from PIL import Image
 
 from pipelines.batch import Batch, num_rows, row_errors
 from pipelines.config import GenerateConfig
-from pipelines.device import place
+from pipelines.device import Placement, place
 from pipelines.models import identity, load_components, make_scheduler
 from pipelines.prepare import composite_on, paste_back
 
@@ -150,9 +150,8 @@ class GenerateStage:
         self.load_s = time.perf_counter() - t0
         self.compile_s = 0.0
         compiled = ""
-        if (
-            self.compile_cache is not None
-        ):  # torch.compile is lazy: the first batch at the real shape compiles
+        # torch.compile is lazy: the first batch at the real shape compiles
+        if self.compile_cache is not None:
             t1 = time.perf_counter()
             self._warm_up()
             self.compile_s = time.perf_counter() - t1
@@ -266,7 +265,7 @@ class GenerateStage:
         return batch
 
 
-def compile_settings(cfg: GenerateConfig, placement) -> dict[str, object]:
+def compile_settings(cfg: GenerateConfig, placement: Placement) -> dict[str, object]:
     """What shapes the compiled UNet/ControlNet graphs: the compile cache's settings key."""
     g = cfg.generation
     ids = {k: v for k, v in model_ids(cfg).items() if k != "rfnet_model"}
