@@ -440,6 +440,9 @@ class TrainWorkersConfig(ConfigBase):
     num_workers: int = Field(1, ge=1)  # DDP workers (--workers)
     use_gpu: bool = False  # one GPU per worker; bf16 autocast through pipelines.device
     cpus_per_worker: float = Field(1.0, gt=0.0)  # logical CPUs Ray reserves per worker
+    # Lost workers (a killed process, a lost node) survived per run: Ray Train restarts the worker
+    # group, which resumes from the last reported epoch's checkpoint. -1: no limit; 0: fail at once.
+    max_failures: int = Field(3, ge=-1)
     threads_per_worker: int | None = Field(None, ge=1)  # torch threads per worker; None: cores / workers
     ray_address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray started by the job
     ray_num_cpus: int | None = Field(None, ge=1)  # logical CPUs of a local Ray; None: Ray's default
@@ -472,6 +475,7 @@ class TrainRFNetConfig(ConfigBase):
         "tensorboard",
         "data.load_threads",
         "workers.threads_per_worker",
+        "workers.max_failures",
         "workers.cpus_per_worker",
         "workers.ray_address",
         "workers.ray_num_cpus",

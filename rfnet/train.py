@@ -34,7 +34,9 @@ each worker runs :func:`train_loop_per_worker`:
   (``model.safetensors``, ``config.json``, ``meta.json``), loadable by ``rfnet.load_rfnet(OUT)``.
 - **resume**: Ray Train's run directory is ``OUT/ray_train/rfnet-<config hash>``; rerunning the
   same command after a crash continues from the last reported epoch (Ray Train V2 restores the
-  run's checkpoint manager from storage; ``ray.train.get_checkpoint()`` returns the last one).
+  run's checkpoint manager from storage; ``ray.train.get_checkpoint()`` returns the last one). A
+  worker lost during a run costs no rerun: Ray Train restarts the worker group
+  (``workers.max_failures`` times) and it resumes the same way.
 """
 
 from __future__ import annotations
@@ -1321,6 +1323,7 @@ def train_rfnet(cfg: TrainRFNetConfig, *, started: float | None = None) -> Train
             name=run_name,
             storage_path=_ray_storage(out),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.workers.max_failures),
             worker_runtime_env={"env_vars": worker_env()},
         ),
     )
