@@ -18,7 +18,7 @@ Feature Filter Module (FFM): product tokens cross-attend to caption tokens; a co
 product's token grid produces a sigmoid gate for the attended features; the result is added back
 to the product tokens (residual), so the caption filters which product features matter.
 
-Departures from the paper, each a config switch (docs/rfnet.md has the measurements):
+Departures from the paper, each a config switch (docs/rfnet.md says why; bench/results/ has the runs):
 
 - ``aux_fusion="channels"`` (small/tiny presets): depth and saliency maps are stacked onto the
   generated image as input channels of one encoder instead of two more ResNets (4-5x cheaper).

@@ -209,7 +209,7 @@ def _coarse_search(
     in the product's own colours, such patches took all the candidates. Relative to how much the
     template varies, the true placement ranks first again (on studio scenes around real product
     photos, boxes off the exhaustive search's in 22 % of Indistinctiveness images before, 5 % after;
-    docs/rfnet.md)."""
+    bench/results/rfnet_search_variance.json)."""
     b, _, w, _ = img.shape
     canvas = max(sizes)
     # The canonical square may reach past the frame by its transparent padding (up to half its side
@@ -463,7 +463,7 @@ def search_warning(report: dict[str, float | int]) -> str | None:
         return (
             f"none of the {report['without_product']} images has a product cut-out (products/<name>): "
             "RFNet compares the image with its product, and without it reads the image alone (macro F1 "
-            "0.38 instead of 0.85 on the synthetic set, docs/rfnet.md); check the set's products/ folder"
+            "0.38 instead of 0.85 on the synthetic set, bench/results/rfnet_ablations.json); check the set's products/ folder"
         )
     share = report.get("poor_share")
     if share is None or share <= POOR_SEARCH_WARN_SHARE:
