@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--rfnet", help="RFNet reward: a checkpoint dir, an s3:// prefix, or 'tiny'")
     parser.add_argument(
+        "--judge", help="independent RFNet that only judges the held-out evaluations (same forms as --rfnet)"
+    )
+    parser.add_argument(
         "--workers", type=int, help="data-parallel Ray Train workers (one GPU each when use_gpu)"
     )
     parser.add_argument("--seed", type=int, help="run seed (batches, prompts, noise, graded steps)")
@@ -42,6 +45,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         "loss.beta": args.beta,
         "data.catalog": args.catalog,
         "rfnet": args.rfnet,
+        "judge": args.judge,
         "scaling.workers": args.workers,
         "seed": args.seed,
     }

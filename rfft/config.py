@@ -77,7 +77,9 @@ class DataConfig(ConfigBase):
     num_procedural: int = Field(24, ge=2)  # products drawn procedurally when no catalog is given
     max_products: int | None = Field(None, ge=2)  # use at most this many catalog products (held-out included)
     num_eval_products: int = Field(8, ge=1)  # held-out products, chosen by a hash of their sku_id
-    eval_repeats: int = Field(1, ge=1)  # fixed (seed, prompt, scale) draws per held-out product
+    # Fixed (seed, prompt, scale) draws per held-out product. With 2 or more, ``diversity`` is measured
+    # across the seeds of one product (what the Consistent Condition should keep); with 1, across products.
+    eval_repeats: int = Field(1, ge=1)
 
 
 class EvalConfig(ConfigBase):
@@ -88,14 +90,22 @@ class EvalConfig(ConfigBase):
 
 
 class GuardConfig(ConfigBase):
-    """Signals the reward does not optimise, watched to catch reward hacking."""
+    """Signals the reward does not optimise, watched to catch reward hacking (see rfft.guards)."""
 
-    # Background diversity (mean pairwise distance of the held-out backgrounds) below this fraction of
-    # its step-0 value counts as a collapse (ReFL without regularisation converges to bland scenes).
+    # ``diversity`` (mean pairwise background distance, rfft.guards) below this fraction of its step-0
+    # value counts as a collapse (ReFL without regularisation converges to bland scenes).
     min_diversity_ratio: float = Field(0.5, ge=0.0, le=1.0)
+    # Reward-judge gap: the reward's held-out available-rate gain since step 0 minus the judge's. Above
+    # this for ``patience`` evaluations in a row, the ControlNet learns what the reward likes and the
+    # judge does not. 0.2 (20 points) leaves room for an honest run: the paper's own RFFT run gains
+    # 29.1 points by its RFNet and 16.2 by people (a 12.9-point gap), and one image of a 24-image
+    # held-out set is 4.2 points. Off without a ``judge``.
+    max_reward_judge_gap: float = Field(0.2, ge=0.0, le=1.0)
+    patience: int = Field(2, ge=1)  # consecutive evaluations over the gap limit before it counts
     # Mean L_CC over the steps since the previous evaluation above this counts as drift; None = no limit.
     max_l_cc: float | None = Field(None, gt=0.0)
-    action: Literal["warn", "stop"] = "warn"  # on a collapse or drift: log a warning, or stop (and export)
+    # On a trip: stop (and export the best evaluated checkpoint by the judge), or only log a warning.
+    action: Literal["warn", "stop"] = "stop"
     seam_width: int = Field(2, ge=1, le=32)  # px, band inside the product outline for the seam check
     diversity_grid: int = Field(16, ge=2, le=64)  # cells per side of the background colour layout feature
 
@@ -127,6 +137,10 @@ class RFFTConfig(ConfigBase):
     rfnet: str | None = None  # RFNet scorer source: 'tiny', a checkpoint dir or s3:// prefix
     # Accept threshold on p_available for the reported available rate; None = the checkpoint's own.
     rfnet_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    # Independent judge: an RFNet source like ``rfnet`` that only scores the held-out evaluations
+    # (nothing trains against it). None: no judge, judge metrics are null, the reward-judge gap guard is off.
+    judge: str | None = None
+    judge_threshold: float | None = Field(None, ge=0.0, le=1.0)  # None = the judge checkpoint's own
     log_every: int = Field(10, ge=1)  # optimisation steps between progress reports
     checkpoint_every: int = Field(100, ge=1)  # optimisation steps between checkpoints (and at the end)
     checkpoints_to_keep: int = Field(2, ge=1)  # older checkpoints are deleted
@@ -148,6 +162,8 @@ class RFFTConfig(ConfigBase):
         "out",
         "steps",
         "rfnet_threshold",
+        "judge",
+        "judge_threshold",
         "log_every",
         "checkpoint_every",
         "checkpoints_to_keep",

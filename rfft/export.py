@@ -4,13 +4,15 @@ Checkpoint directory (written by rank 0, handed to Ray Train, which persists it 
 ``OUT/checkpoints/``)::
 
     controlnet/config.json, controlnet/diffusion_pytorch_model.safetensors   # fp32 student
+    kept_controlnet/ (same files)    # the best evaluated step by the judge, when it is not this step
     optimizer.safetensors                                                    # AdamW moments per parameter
     trainer_state.json                                                       # step, history, guards, config hash
 
 Export (``OUT``, local or ``s3://``)::
 
     OUT/controlnet/    diffusers format (safetensors): ControlNetModel.from_pretrained(OUT/controlnet),
-                       or `reliable-ad generate --controlnet OUT/controlnet`
+                       or `reliable-ad generate --controlnet OUT/controlnet`. The last step's weights,
+                       or on a guard stop the kept step's (metrics.json ``guard.kept_step``)
     OUT/metrics.json   per-step f_ac / l_cc / grad_norm, evaluations, p_available_before/after, guards
 
 Nothing is pickled: tensors are safetensors, everything else JSON.
@@ -33,6 +35,8 @@ from pipelines import storage
 logger = logging.getLogger(__name__)
 
 CONTROLNET_DIR = "controlnet"
+KEPT_DIR = "kept_controlnet"
+WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer_state.json"
 METRICS_FILE = "metrics.json"
@@ -44,10 +48,21 @@ def save_checkpoint(
     controlnet,
     optimizer: torch.optim.Optimizer,
     state: dict[str, Any],
+    *,
+    kept_weights: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write ``controlnet`` (fp32), the optimiser moments and ``state`` (JSON-able) to a local dir."""
+    """Write ``controlnet`` (fp32), the optimiser moments and ``state`` (JSON-able) to a local dir,
+    and ``kept_weights`` (a state dict of the same ControlNet) to ``kept_controlnet/`` when given."""
     directory = Path(directory)
     controlnet.save_pretrained(directory / CONTROLNET_DIR, safe_serialization=True)
+    if kept_weights is not None:
+        (directory / KEPT_DIR).mkdir()
+        (directory / KEPT_DIR / "config.json").write_bytes(
+            (directory / CONTROLNET_DIR / "config.json").read_bytes()
+        )
+        save_file(
+            {k: v.contiguous() for k, v in kept_weights.items()}, str(directory / KEPT_DIR / WEIGHTS_FILE)
+        )
     save_file(optimizer_tensors(controlnet, optimizer), str(directory / OPTIMIZER_FILE))
     (directory / STATE_FILE).write_text(json.dumps(state))
 
@@ -55,7 +70,7 @@ def save_checkpoint(
 def load_checkpoint(directory: str | Path, controlnet, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Load weights and optimiser moments in place from a :func:`save_checkpoint` dir; return the state."""
     directory = Path(directory)
-    weights_file = directory / CONTROLNET_DIR / "diffusion_pytorch_model.safetensors"
+    weights_file = directory / CONTROLNET_DIR / WEIGHTS_FILE
     if not weights_file.is_file():
         raise FileNotFoundError(f"{directory} is not an RFFT checkpoint: {weights_file} is missing")
     weights = load_file(str(weights_file), device=str(next(controlnet.parameters()).device))
@@ -67,6 +82,11 @@ def load_checkpoint(directory: str | Path, controlnet, optimizer: torch.optim.Op
         )
     load_optimizer_tensors(controlnet, optimizer, load_file(str(directory / OPTIMIZER_FILE)))
     return json.loads((directory / STATE_FILE).read_text())
+
+
+def load_kept_weights(kept_dir: str | Path) -> dict[str, torch.Tensor]:
+    """The ``kept_controlnet/`` state dict of a checkpoint (CPU)."""
+    return load_file(str(Path(kept_dir) / WEIGHTS_FILE))
 
 
 def optimizer_tensors(model, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -98,13 +118,16 @@ def load_optimizer_tensors(model, optimizer: torch.optim.Optimizer, tensors: dic
         }
 
 
-def export_run(checkpoint_dir: str | Path, out: str, metrics: dict[str, Any]) -> str:
-    """Copy the checkpoint's ControlNet to ``OUT/controlnet/`` and write ``OUT/metrics.json``.
+def export_run(
+    checkpoint_dir: str | Path, out: str, metrics: dict[str, Any], *, controlnet_dir: str = CONTROLNET_DIR
+) -> str:
+    """Copy the checkpoint's ControlNet (``controlnet_dir``: ``controlnet`` or ``kept_controlnet``) to
+    ``OUT/controlnet/`` and write ``OUT/metrics.json``.
 
     Files are written atomically one by one (local rename / S3 put); ``metrics.json`` last, so its
     presence means the export is complete. Returns the ControlNet's URI.
     """
-    source = Path(checkpoint_dir) / CONTROLNET_DIR
+    source = Path(checkpoint_dir) / controlnet_dir
     target = storage.join(storage.normalize(out), CONTROLNET_DIR)
     for path in sorted(source.iterdir()):
         if path.is_file():

@@ -21,7 +21,7 @@ from typing import Any
 from pipelines import storage
 from pipelines.resources import require_ray_train
 from rfft.config import RFFTConfig
-from rfft.export import STATE_FILE, export_run
+from rfft.export import CONTROLNET_DIR, KEPT_DIR, STATE_FILE, export_run
 from rfft.worker import RFFTWorker
 
 logger = logging.getLogger(__name__)
@@ -34,10 +34,23 @@ CHECKPOINTS_NAME = "checkpoints"
 # Metrics.
 
 
+def kept_step(state: dict[str, Any]) -> int:
+    """The step whose ControlNet is exported: on a guard stop the best evaluated one (``kept``), else the last."""
+    if state["stop_reason"] is not None and state.get("kept") is not None:
+        return state["kept"]["step"]
+    return state["step"]
+
+
 def build_metrics(state: dict[str, Any]) -> dict[str, Any]:
-    """``metrics.json`` from a checkpoint's state: per-step series, evaluations, before/after, guards."""
+    """``metrics.json`` from a checkpoint's state: per-step series, evaluations, before/after, guards.
+
+    ``*_after`` describe the exported ControlNet: the last evaluation, or on a guard stop the kept step's.
+    """
     history, evals = state["history"], state["evals"]
-    before, after = (evals[0], evals[-1]) if evals else ({}, {})
+    kept = kept_step(state)
+    after_evals = [e for e in evals if e["step"] == kept] or evals[-1:]
+    before, after = (evals[0], after_evals[-1]) if evals else ({}, {})
+    guards = state["config"]["guards"]
     return {
         "steps_completed": state["step"],
         "config_hash": state["config_hash"],
@@ -48,8 +61,25 @@ def build_metrics(state: dict[str, Any]) -> dict[str, Any]:
         "p_available_after": after.get("p_available"),
         "available_rate_before": before.get("available_rate"),
         "available_rate_after": after.get("available_rate"),
+        "judge_available_rate_before": before.get("judge_available_rate"),
+        "judge_available_rate_after": after.get("judge_available_rate"),
+        "diversity_before": before.get("diversity"),
+        "diversity_after": after.get("diversity"),
+        "drift_after": after.get("drift"),
         "eval_step_before": before.get("step"),
         "eval_step_after": after.get("step"),
+        "guard": {
+            "mode": guards["action"],
+            "stopped": state["stop_reason"] is not None,
+            "stop_step": state.get("stop_step"),
+            "reason": state["stop_reason"],
+            "kept_step": kept,
+            "kept_by": (state.get("kept") or {}).get("by", "reward"),
+            "reward_judge_gap_after": after.get("reward_judge_gap"),
+            "max_reward_judge_gap": guards["max_reward_judge_gap"] if state.get("judge") else None,
+            "patience": guards["patience"],
+            "diversity_basis": after.get("diversity_basis"),
+        },
         "f_ac": [h["f_ac"] for h in history],
         "l_cc": [h["l_cc"] for h in history],
         "grad_norm": [h["grad_norm"] for h in history],
@@ -57,7 +87,7 @@ def build_metrics(state: dict[str, Any]) -> dict[str, Any]:
         "evals": evals,
         "guards": {
             "diversity_baseline": state["diversity_baseline"],
-            "diversity_after": after.get("background_diversity"),
+            "diversity_after": after.get("diversity"),
             "background_detail_before": before.get("background_detail"),
             "background_detail_after": after.get("background_detail"),
             "seam_error_after": after.get("seam_error"),
@@ -65,6 +95,7 @@ def build_metrics(state: dict[str, Any]) -> dict[str, Any]:
             "warnings": state["warnings"],
         },
         "rfnet": state["rfnet"],
+        "judge": state.get("judge"),
         "models": state["models"],
         "placement": state["placement"],
         "world_size": state["world_size"],
@@ -143,6 +174,7 @@ def absolute_local_paths(cfg: RFFTConfig) -> RFFTConfig:
     data = cfg.to_dict()
     sections = (
         (data, "rfnet"),
+        (data, "judge"),
         (data["data"], "catalog"),
         (data["models"], "base"),
         (data["models"], "controlnet"),
@@ -275,7 +307,10 @@ def run(cfg: RFFTConfig) -> dict[str, Any]:
     with result.checkpoint.as_directory() as directory:
         state = json.loads((Path(directory) / STATE_FILE).read_text())
         metrics = build_metrics(state)
-        export_run(directory, out, metrics)
+        kept = metrics["guard"]["kept_step"]
+        export_run(
+            directory, out, metrics, controlnet_dir=KEPT_DIR if kept != state["step"] else CONTROLNET_DIR
+        )
     _log_summary(metrics)
     return metrics
 
@@ -294,5 +329,7 @@ def _log_summary(metrics: dict[str, Any]) -> None:
         fmt(metrics["available_rate_after"]),
         fmt(metrics["guards"]["diversity_baseline"]),
         fmt(metrics["guards"]["diversity_after"]),
-        f" (stopped early: {metrics['stop_reason']})" if metrics["stopped_early"] else "",
+        f" (stopped early: {metrics['stop_reason']}; exported step {metrics['guard']['kept_step']})"
+        if metrics["stopped_early"]
+        else "",
     )

@@ -49,12 +49,14 @@ from pipelines.models import identity, load_components, make_scheduler
 from pipelines.prepare import paste_back
 from rfft import data as rfft_data
 from rfft.config import RFFTConfig
-from rfft.export import STATE_FILE, load_checkpoint, save_checkpoint
+from rfft.export import KEPT_DIR, STATE_FILE, load_checkpoint, load_kept_weights, save_checkpoint
 from rfft.guards import (
     GuardMonitor,
     background_detail,
     background_diversity,
+    background_drift,
     background_features,
+    diversity,
     product_fidelity,
 )
 from rfft.losses import consistent_condition_loss, feedback_loss, kl_regularizer, total_loss
@@ -121,6 +123,20 @@ class RFFTWorker:
         )
         self.threshold = cfg.rfnet_threshold if cfg.rfnet_threshold is not None else self.reward.threshold
         self.rfnet_fingerprint = weights_fingerprint(self.reward.scorer.model)
+        self.judge: AvailabilityReward | None = None
+        self.judge_threshold: float | None = None
+        if cfg.judge is None:
+            if rank == 0:
+                logger.info(
+                    "no judge configured (judge: null): judge metrics are null, the reward-judge gap guard is off"
+                )
+        else:
+            self.judge = AvailabilityReward.load(
+                cfg.judge, device=cfg.scaling.device, dtype=cfg.scaling.dtype
+            )
+            self.judge_threshold = (
+                cfg.judge_threshold if cfg.judge_threshold is not None else self.judge.threshold
+            )
         self.empty_prompt_embeds = self.sampler.encode_prompt([""])  # (1, L, D): the paper's empty prompt
 
         products = rfft_data.load_products(cfg.data, cfg.prepare, cfg.seed)
@@ -139,6 +155,13 @@ class RFFTWorker:
         self.evals: list[dict[str, Any]] = []
         self.warnings: list[str] = []
         self.stop_reason: str | None = None
+        self.stop_step: int | None = None
+        # Step-0 backgrounds (the frozen teacher's images: the student equals it then), per held-out draw.
+        self.teacher_reference: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+        # The best evaluated step by the judge's available rate (the reward's without a judge): what a
+        # stopped run exports. Its weights are held on rank 0 (a CPU copy) until a better step comes.
+        self.kept: dict[str, Any] | None = None
+        self.kept_weights: dict[str, torch.Tensor] | None = None
         self.resumed_at: list[int] = []  # steps at which a rerun or a restarted worker group resumed
         self.guard = GuardMonitor(cfg.guards)
         self._last_eval_history_len = 0
@@ -319,6 +342,11 @@ class RFFTWorker:
         p = np.array([r["p_available"] for r in rows])
         features = np.stack([r["features"] for r in rows])
         coverage = np.stack([r["coverage"] for r in rows])
+        keys = [f"{r['sku_id']}#{r['seed']}" for r in rows]
+        if self.step == 0 and self.teacher_reference is None:
+            self.teacher_reference = {k: (f, c) for k, f, c in zip(keys, features, coverage, strict=True)}
+        value, basis = diversity(features, coverage, [r["sku_id"] for r in rows])
+        judge_p = np.array([r["judge_p_available"] for r in rows]) if self.judge is not None else None
         recent = [h["l_cc"] for h in self.history[self._last_eval_history_len :]]
         self._last_eval_history_len = len(self.history)
         metrics: dict[str, Any] = {
@@ -326,6 +354,13 @@ class RFFTWorker:
             "images": len(rows),
             "p_available": float(p.mean()),
             "available_rate": float((p >= self.threshold).mean()),
+            "judge_p_available": float(judge_p.mean()) if judge_p is not None else None,
+            "judge_available_rate": float((judge_p >= self.judge_threshold).mean())
+            if judge_p is not None
+            else None,
+            "diversity": value,
+            "diversity_basis": basis,
+            "drift": self._drift(keys, features, coverage),
             "background_diversity": background_diversity(features, coverage),
             "background_detail": float(np.mean([r["detail"] for r in rows])),
             "seam_error": float(np.nanmean([r["seam_error"] for r in rows])),
@@ -337,11 +372,35 @@ class RFFTWorker:
         self.warnings.extend(verdict.warnings)
         if verdict.stop and self.stop_reason is None:
             self.stop_reason = verdict.warnings[0]
+            self.stop_step = self.step
         metrics["diversity_baseline"] = self.guard.baseline_diversity
         self.evals.append(metrics)
+        self._keep_if_best(metrics)
         if self.rank == 0 and cfg.out:
             self._write_eval_sheet(rows)
         return metrics
+
+    def _drift(self, keys: list[str], features: np.ndarray, coverage: np.ndarray) -> float | None:
+        """Mean background distance to the teacher's image of the same draw (None before a reference)."""
+        if self.teacher_reference is None:
+            return None
+        ref = [self.teacher_reference[k] for k in keys]
+        return background_drift(
+            features, coverage, np.stack([f for f, _ in ref]), np.stack([c for _, c in ref])
+        )
+
+    def _keep_if_best(self, metrics: dict[str, Any]) -> None:
+        """Remember this step if its judge (else reward) available rate beats every earlier evaluation's
+        (ties keep the earlier step: closer to the teacher)."""
+        by = "judge" if self.judge is not None else "reward"
+        score = metrics["judge_available_rate" if by == "judge" else "available_rate"]
+        if self.kept is not None and score <= self.kept["score"]:
+            return
+        self.kept = {"step": self.step, "by": by, "score": score}
+        if self.rank == 0:
+            self.kept_weights = {
+                k: v.detach().to("cpu", copy=True) for k, v in self.student.state_dict().items()
+            }
 
     def _evaluate_chunk(self, chunk: list[rfft_data.Example]) -> list[dict[str, Any]]:
         cfg = self.cfg
@@ -365,6 +424,11 @@ class RFFTWorker:
         final_t = torch.from_numpy(final).permute(0, 3, 1, 2).float().div(255.0).to(self.placement.device)
         with autocast(self.placement):
             p = self.reward.p_available(final_t, batch.product, batch.caption).float().cpu().numpy()
+            judge_p = (
+                self.judge.p_available(final_t, batch.product, batch.caption).float().cpu().numpy()
+                if self.judge is not None
+                else None
+            )
         masks = (products[..., 3] > 0).astype(np.uint8)
         features, coverage = background_features(final, masks, cfg.guards.diversity_grid)
         rows = []
@@ -377,6 +441,7 @@ class RFFTWorker:
                     "sku_id": ex.sku_id,
                     "seed": ex.seed,
                     "p_available": float(p[k]),
+                    "judge_p_available": float(judge_p[k]) if judge_p is not None else None,
                     "features": features[k],
                     "coverage": coverage[k],
                     "detail": background_detail(final[k : k + 1], masks[k : k + 1]),
@@ -413,8 +478,19 @@ class RFFTWorker:
             "evals": self.evals,
             "warnings": self.warnings,
             "stop_reason": self.stop_reason,
+            "stop_step": self.stop_step,
+            "kept": self.kept,
             "resumed_at": self.resumed_at,
             "diversity_baseline": self.guard.baseline_diversity,
+            "guard_state": self.guard.state(),
+            "teacher_reference": (
+                {
+                    k: [np.round(f, 5).tolist(), np.round(c, 5).tolist()]
+                    for k, (f, c) in self.teacher_reference.items()
+                }
+                if self.teacher_reference is not None
+                else None
+            ),
             "last_eval_history_len": self._last_eval_history_len,
             "world_size": self.world_size,
             "placement": self.placement.describe(),
@@ -423,6 +499,15 @@ class RFFTWorker:
                 "threshold": self.threshold,
                 "fingerprint": self.rfnet_fingerprint,
             },
+            "judge": (
+                {
+                    "source": self.cfg.judge,
+                    "threshold": self.judge_threshold,
+                    "fingerprint": weights_fingerprint(self.judge.scorer.model),
+                }
+                if self.judge is not None
+                else None
+            ),
             "models": {
                 "base": list(identity(self.cfg.models.base, self.cfg.models.base_revision)),
                 "controlnet": list(identity(self.cfg.models.controlnet, self.cfg.models.controlnet_revision)),
@@ -430,7 +515,8 @@ class RFFTWorker:
         }
 
     def save(self, directory: str | Path) -> None:
-        save_checkpoint(directory, self.student, self.optimizer, self.state())
+        kept = self.kept_weights if self.kept is not None and self.kept["step"] != self.step else None
+        save_checkpoint(directory, self.student, self.optimizer, self.state(), kept_weights=kept)
 
     def restore(self, directory: str | Path) -> None:
         """Resume from a checkpoint written by :meth:`save` with the same config (hash-checked)."""
@@ -447,8 +533,23 @@ class RFFTWorker:
         self.evals = state["evals"]
         self.warnings = state["warnings"]
         self.stop_reason = state["stop_reason"]
+        self.stop_step = state.get("stop_step")
         self.resumed_at = [*state.get("resumed_at", []), self.step]
-        self.guard.baseline_diversity = state["diversity_baseline"]
+        # Checkpoints written before the judge and drift existed hold only the diversity baseline.
+        self.guard.load_state(state.get("guard_state") or {"baseline_diversity": state["diversity_baseline"]})
+        reference = state.get("teacher_reference")
+        if reference is not None:
+            self.teacher_reference = {
+                k: (np.asarray(f, np.float32), np.asarray(c, np.float32)) for k, (f, c) in reference.items()
+            }
+        self.kept = state.get("kept")
+        if self.kept is not None and self.rank == 0:
+            kept_dir = Path(directory) / KEPT_DIR
+            self.kept_weights = (
+                load_kept_weights(kept_dir)
+                if kept_dir.is_dir()
+                else {k: v.detach().to("cpu", copy=True) for k, v in self.student.state_dict().items()}
+            )
         self._last_eval_history_len = state["last_eval_history_len"]
         logger.info("resumed RFFT from %s at step %d", directory, self.step)
 

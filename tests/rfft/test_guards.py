@@ -11,7 +11,9 @@ from rfft.guards import (
     GuardMonitor,
     background_detail,
     background_diversity,
+    background_drift,
     background_features,
+    diversity,
     product_fidelity,
 )
 
@@ -72,15 +74,63 @@ def test_product_fidelity_after_paste_back():
 @pytest.mark.parametrize(("action", "stops"), [("warn", False), ("stop", True)])
 def test_monitor_flags_a_diversity_collapse(action, stops):
     monitor = GuardMonitor(GuardConfig(min_diversity_ratio=0.5, action=action))
-    assert not monitor.check(0, {"background_diversity": 0.2}, None).warnings
-    healthy = monitor.check(10, {"background_diversity": 0.15}, 1e-4)
+    assert not monitor.check(0, {"diversity": 0.2}, None).warnings
+    healthy = monitor.check(10, {"diversity": 0.15}, 1e-4)
     assert not healthy.warnings and not healthy.stop
-    collapsed = monitor.check(20, {"background_diversity": 0.05}, 1e-4)
+    collapsed = monitor.check(20, {"diversity": 0.05}, 1e-4)
     assert collapsed.stop is stops
     assert "diversity collapsed" in collapsed.warnings[0]
 
 
 def test_monitor_flags_l_cc_drift_when_bounded():
     monitor = GuardMonitor(GuardConfig(max_l_cc=1e-3))
-    monitor.check(0, {"background_diversity": 0.2}, None)
-    assert "L_CC" in monitor.check(10, {"background_diversity": 0.2}, 5e-3).warnings[0]
+    monitor.check(0, {"diversity": 0.2}, None)
+    assert "L_CC" in monitor.check(10, {"diversity": 0.2}, 5e-3).warnings[0]
+
+
+def test_the_default_guard_stops():
+    assert GuardConfig().action == "stop"
+
+
+def test_diversity_is_across_seeds_of_one_product_when_there_are_several():
+    # Two products, two seeds each: each product's seeds share a colour, the products differ.
+    features, coverage = background_features(
+        *_scenes([(200, 10, 10), (200, 10, 10), (10, 200, 10), (10, 200, 10)]), grid=4
+    )
+    assert diversity(features, coverage, ["a", "a", "b", "b"]) == (0.0, "seeds")
+    value, basis = diversity(features, coverage, ["a", "b", "c", "d"])
+    assert basis == "products" and value > 0.3
+
+
+def test_drift_is_the_distance_to_the_same_draw_of_the_reference():
+    features, coverage = background_features(*_scenes([(200, 10, 10), (10, 200, 10)]), grid=4)
+    assert background_drift(features, coverage, features, coverage) == 0.0
+    swapped = background_drift(features, coverage, features[::-1], coverage[::-1])
+    assert swapped == pytest.approx(background_diversity(features, coverage))
+
+
+def _rates(reward: float, judge: float | None) -> dict:
+    return {"diversity": 0.2, "available_rate": reward, "judge_available_rate": judge}
+
+
+@pytest.mark.parametrize(("action", "stops"), [("warn", False), ("stop", True)])
+def test_a_reward_judge_gap_trips_after_patience_evaluations(action, stops):
+    monitor = GuardMonitor(GuardConfig(max_reward_judge_gap=0.2, patience=2, action=action))
+    assert not monitor.check(0, _rates(0.4, 0.5), None).warnings
+    both_rise = _rates(0.9, 0.9)  # the reward gains 0.5, the judge 0.4: a gap of 0.1
+    assert not monitor.check(10, both_rise, None).warnings and both_rise["reward_judge_gap"] == pytest.approx(
+        0.1
+    )
+    assert not monitor.check(20, _rates(0.9, 0.5), None).warnings  # gap 0.5, once
+    assert not monitor.check(30, _rates(0.5, 0.5), None).warnings  # closed: the streak restarts
+    assert not monitor.check(40, _rates(0.9, 0.4), None).warnings
+    tripped = monitor.check(50, _rates(0.9, 0.4), None)
+    assert tripped.stop is stops
+    assert "judge's -0.100" in tripped.warnings[0] and "2 evaluations in a row" in tripped.warnings[0]
+
+
+def test_without_a_judge_the_gap_guard_is_off():
+    monitor = GuardMonitor(GuardConfig(max_reward_judge_gap=0.0, patience=1))
+    monitor.check(0, _rates(0.0, None), None)
+    verdict = monitor.check(10, metrics := _rates(1.0, None), None)
+    assert not verdict.warnings and metrics["reward_judge_gap"] is None

@@ -56,6 +56,14 @@ def test_rfft_runs_exports_and_resumes(ray_cluster, tmp_path):
     assert [e["step"] for e in metrics["evals"]] == [0, 1, 2]
     assert 0.0 < metrics["p_available_before"] < 1.0 and 0.0 < metrics["p_available_after"] < 1.0
     assert metrics["guards"]["product_pixels_changed_after"] == 0.0
+    # No judge: its keys are null, the guard ranks by the reward and, not stopped, keeps the last step.
+    assert metrics["judge"] is None
+    assert metrics["judge_available_rate_before"] is None and metrics["judge_available_rate_after"] is None
+    guard = metrics["guard"]
+    assert guard["mode"] == "stop" and not guard["stopped"] and guard["stop_step"] is None
+    assert guard["kept_step"] == 2 and guard["kept_by"] == "reward" and guard["max_reward_judge_gap"] is None
+    assert guard["diversity_basis"] == "products" and metrics["diversity_before"] > 0.0
+    assert metrics["drift_after"] > 0.0 and metrics["evals"][0]["drift"] == 0.0
     assert (out / "eval" / "step-000002.png").is_file()
 
     # The export is a diffusers ControlNet that generates, and differs from the original weights.
