@@ -425,6 +425,42 @@ class GenerateConfig(ConfigBase):
                 "run": {"chunk_size": 1024},
             },
         ),
+        # Small models trained on a CPU on painted scenes (pipelines/assets/toy, docs/toy.md): the
+        # images are product photos in simple rooms, with defects in realistic shares. The prompt pool
+        # uses the words the generator was trained on (the wall colour, a table or floor, a plant).
+        # The inspector is the provisional RFNet trained on the same painter's labelled scenes.
+        "toy": (
+            "tiny",
+            {
+                "models": {"base": "toy", "controlnet": "toy"},
+                "prompts": {
+                    "templates": [
+                        {"prompt": "a product on a wooden table against a {color} wall", "grounded": True},
+                        {"prompt": "a product on a marble table in a {color} room", "grounded": True},
+                        {"prompt": "a product on the wooden floor in a {color} room", "grounded": True},
+                        {"prompt": "a product on a white table against a {color} wall", "grounded": True},
+                        {"prompt": "a product in front of a {color} wall"},
+                        {"prompt": "a product in a {color} room with a plant"},
+                    ],
+                    "colors": [
+                        "white",
+                        "beige",
+                        "light grey",
+                        "pale blue",
+                        "sage green",
+                        "pink",
+                        "yellow",
+                        "orange",
+                        "red",
+                        "blue",
+                        "teal",
+                        "navy",
+                    ],
+                },
+                "generation": {"num_inference_steps": 15, "guidance_scale": 4.0},
+                "inspect": {"rfnet": "builtin:toy_reward", "threshold": None},
+            },
+        ),
     }
 
     @model_validator(mode="after")
