@@ -630,7 +630,7 @@ def run_stage(plan: Plan, cfg, device: torch.device) -> dict[str, Any]:
         "rfnet": ins.rfnet,
         "batch": len(batch["sku_id"]),
         "images_per_s": 1.0 / per_image_inspect,
-        "placement": scorer.scorer.placement.describe(),
+        "placement": scorer.stage.scorer.placement.describe(),
         "share_of_gpu_time": per_image_inspect / (per_image_inspect + per_image_generate)
         if per_image_generate
         else None,
