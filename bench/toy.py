@@ -35,8 +35,8 @@ from pipelines.config import GenerateConfig, load_config
 from pipelines.generate import GenerateStage
 from pipelines.labels import LABELS
 from pipelines.prepare import prepare_product
+from rfnet.data.scenes import draw_product
 from rfnet.data.scenes.toy import sample_scene
-from rfnet.data.synthetic import draw_product
 from rfnet.scorer import RFNetScorer
 
 RESULTS = Path(__file__).parent / "results"
@@ -55,7 +55,9 @@ def neighbour_difference(images) -> float:
 def generate(stage: GenerateStage, cfg: GenerateConfig, items, plans) -> tuple[np.ndarray, list, float]:
     """First attempts for ``items`` with their ``plans``; returns images, prepared inputs, s/image."""
     prepared = [
-        prepare_product(draw_product(np.random.default_rng([PRODUCT_SEED, i]), 256).rgba, cfg.prepare, p.image_scale)
+        prepare_product(
+            draw_product(np.random.default_rng([PRODUCT_SEED, i]), 256).rgba, cfg.prepare, p.image_scale
+        )
         for i, p in zip(range(len(items)), plans, strict=True)
     ]
     images, b = [], cfg.generation.batch_size
@@ -94,7 +96,9 @@ def main() -> None:
     items = [CatalogItem(row=i + 1, sku_id=f"toy-bench-{i:04d}", image="") for i in range(args.items)]
     plans = [plan_attempt(item, 1, cfg) for item in items]
     images, prepared, seconds = generate(stage, cfg, items, plans)
-    captions = [draw_product(np.random.default_rng([PRODUCT_SEED, i]), 256).caption for i in range(len(items))]
+    captions = [
+        draw_product(np.random.default_rng([PRODUCT_SEED, i]), 256).caption for i in range(len(items))
+    ]
     probs = scorer.score_numpy(images, np.stack([p.product for p in prepared]), captions)
     verdicts = np.bincount(probs.argmax(1), minlength=len(LABELS)) / len(items)
     available = float((probs[:, 0] >= scorer.threshold).mean())
@@ -113,7 +117,8 @@ def main() -> None:
     prepare = cfg.prepare
     painted = [sample_scene(PRODUCT_SEED, i, prepare).image for i in range(64)]
     result = {
-        "command": "python -m bench.toy " + " ".join(
+        "command": "python -m bench.toy "
+        + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, [], False)
         ),
         "machine": machine(),

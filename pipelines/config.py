@@ -438,6 +438,7 @@ class GenerateConfig(ConfigBase):
             "tiny",
             {
                 "models": {"base": "toy", "controlnet": "toy"},
+                "prepare": {"resolution": 96, "mask_dilation": 4},
                 "prompts": {
                     "templates": [
                         {"prompt": "a product on a wooden table against a {color} wall", "grounded": True},

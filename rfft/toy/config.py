@@ -18,7 +18,7 @@ _VAE = {
     "in_channels": 3,
     "out_channels": 3,
     "latent_channels": 4,
-    # Three blocks: latents are 4x smaller than the canvas (32 x 32 at 128 px). Narrow at full
+    # Three blocks: latents are 4x smaller than the canvas (24 x 24 at 96 px). Narrow at full
     # resolution, where most of the cost is (16 channels: 2.2x cheaper to train and ~5x cheaper to
     # decode than 32).
     "block_out_channels": [16, 32, 64],
@@ -26,12 +26,12 @@ _VAE = {
     "up_block_types": ["UpDecoderBlock2D"] * 3,
     "layers_per_block": 1,
     "norm_num_groups": 8,
-    "sample_size": 128,
+    "sample_size": 96,
     # No self-attention at 32 x 32 latents: convolutions only, so the VAE trains on crops.
     "mid_block_add_attention": False,
 }
 _UNET = {
-    "sample_size": 32,
+    "sample_size": 24,
     "in_channels": 4,
     "out_channels": 4,
     "block_out_channels": [32, 64, 128],
@@ -86,7 +86,7 @@ class ArchConfig(ConfigBase):
 class DataConfig(ConfigBase):
     """The painted training scenes (rfnet.data.scenes.toy)."""
 
-    num_scenes: int = Field(24_000, ge=8)  # scenes painted once, reused across epochs
+    num_scenes: int = Field(20_000, ge=8)  # scenes painted once, reused across epochs
     num_val: int = Field(256, ge=4)  # held-out scenes for the logged validation losses
 
 
@@ -101,18 +101,17 @@ class VAETrainConfig(ConfigBase):
 
 
 class DenoiserTrainConfig(ConfigBase):
-    """Text encoder + UNet + ControlNet, trained together on epsilon prediction."""
+    """Text encoder + UNet + ControlNet, trained together on v-prediction."""
 
-    steps: int = Field(3_200, ge=1)
+    steps: int = Field(2_000, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(6e-4, gt=0)  # peak AdamW learning rate (linear warm-up, cosine decay to 10%)
     warmup_steps: int = Field(200, ge=0)
     weight_decay: float = Field(1e-2, ge=0)
     uncond_prob: float = Field(0.1, ge=0, le=1)  # prompts replaced by an unconditional one (CFG)
-    noise_offset: float = Field(0.1, ge=0)  # per-channel constant noise (lets the mean colour move)
-    min_snr_gamma: float = Field(5.0, gt=0)  # Min-SNR loss weighting (Hang et al. 2023)
     ema_decay: float = Field(0.999, ge=0, lt=1)  # exported weights are the EMA
     max_grad_norm: float = Field(1.0, gt=0)
+    snapshot_every: int = Field(0, ge=0)  # steps between EMA snapshots in OUT/snapshots/ (0: none)
 
 
 class ToyTrainConfig(ConfigBase):

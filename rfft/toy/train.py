@@ -10,8 +10,10 @@ Stages, each logged with loss, it/s and ETA:
 2. train the VAE (L1 + image-gradient L1 + a small KL) on random crops, then set its
    ``scaling_factor`` to 1 / the standard deviation of the training latents, as SD's VAE has;
 3. encode every scene once (posterior mean and standard deviation, sampled per step);
-4. train the CLIP text encoder, UNet and ControlNet together on epsilon prediction (SD's noise
-   schedule, offset noise, Min-SNR weighting, prompts dropped for classifier-free guidance, EMA);
+4. train the CLIP text encoder, UNet and ControlNet together on v-prediction (SD's betas rescaled
+   to zero terminal SNR, prompts dropped for classifier-free guidance, EMA; with
+   ``denoiser.snapshot_every`` the EMA weights are also written every N steps to
+   ``OUT/snapshots/step-N/``, to look at while it trains);
 5. write the EMA weights in the diffusers layout (``model_index.json``, ``unet/``, ``vae/``,
    ``text_encoder/``, ``tokenizer/``, ``scheduler/``, ``controlnet/``; safetensors in float16, loaded
    as float32) and ``provenance.json`` (command, seed, config, timings, losses, machine).
@@ -47,6 +49,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from pipelines.attempts import SHAPE_NEGATIVE
 from pipelines.config import DEFAULT_NEGATIVE, GenerateConfig, load_config, parse_assignment
@@ -131,7 +134,11 @@ def build_models(cfg: ToyTrainConfig) -> dict[str, Any]:
     }
 
 
-# SD1.5's noise schedule (the one its pipelines and the RFFT sampler assume).
+# SD1.5's betas, rescaled to zero terminal SNR, with v-prediction and trailing timesteps (Lin et al.
+# 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed"; SD 2's parametrisation): the
+# first of 10-20 sampling steps starts from pure noise, as training saw it, and the network predicts
+# the image (not the noise) where the noise dominates, which a model trained for minutes needs to
+# get the layout and colours right. The diffusers schedulers and pipelines handle both settings.
 SCHEDULER = {
     "beta_start": 0.00085,
     "beta_end": 0.012,
@@ -140,7 +147,9 @@ SCHEDULER = {
     "clip_sample": False,
     "set_alpha_to_one": False,
     "steps_offset": 1,
-    "prediction_type": "epsilon",
+    "prediction_type": "v_prediction",
+    "rescale_betas_zero_snr": True,
+    "timestep_spacing": "trailing",
 }
 
 
@@ -229,16 +238,23 @@ class EMA:
         for p, s in zip(self.params, self.shadow, strict=True):
             p.copy_(s)
 
+    @torch.no_grad()
+    def swap(self) -> None:
+        """Exchange the live weights and the averages (twice restores them)."""
+        for p, s in zip(self.params, self.shadow, strict=True):
+            tmp = p.detach().clone()
+            p.copy_(s)
+            s.copy_(tmp)
+
 
 def denoiser_loss(
     models: dict[str, Any],
     latents: torch.Tensor,
     control: torch.Tensor,
     ids: torch.Tensor,
-    cfg: DenoiserTrainConfig,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Min-SNR-weighted epsilon MSE of UNet + ControlNet on ``latents`` (already scaled).
+    """v-prediction MSE of UNet + ControlNet on ``latents`` (already scaled), timesteps uniform.
 
     ``control``: ``(B, 3, R, R)`` in [0, 1]; ``ids``: ``(B, L)`` token ids (unconditional rows
     already substituted).
@@ -246,18 +262,15 @@ def denoiser_loss(
     unet, controlnet, scheduler = models["unet"], models["controlnet"], models["scheduler"]
     b = latents.shape[0]
     noise = torch.randn(latents.shape, generator=generator)
-    noise += cfg.noise_offset * torch.randn((b, latents.shape[1], 1, 1), generator=generator)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator)
     noisy = scheduler.add_noise(latents, noise, t)
+    target = scheduler.get_velocity(latents, noise, t)
     embeds = models["text_encoder"](ids)[0]
     down, mid = controlnet(noisy, t, embeds, controlnet_cond=control, return_dict=False)
     pred = unet(
         noisy, t, embeds, down_block_additional_residuals=down, mid_block_additional_residual=mid
     ).sample
-    alpha = scheduler.alphas_cumprod[t]
-    snr = alpha / (1 - alpha)
-    weight = torch.clamp(snr, max=cfg.min_snr_gamma) / snr
-    return (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+    return F.mse_loss(pred, target)
 
 
 def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
@@ -310,14 +323,20 @@ def validation_loss(models, batches: DenoiserBatches, cfg: DenoiserTrainConfig, 
     for start in range(0, n, cfg.batch_size):
         idx = np.arange(start, min(n, start + cfg.batch_size))
         latents, control, ids = batches.take(idx)
-        total += denoiser_loss(models, latents, control, ids, cfg, generator).item() * len(idx)
+        total += denoiser_loss(models, latents, control, ids, generator).item() * len(idx)
         count += len(idx)
     batches.rng, batches.generator = saved_rng, saved_gen
     return total / count
 
 
 def train_denoiser(
-    models, train: DenoiserBatches, val: DenoiserBatches, cfg: DenoiserTrainConfig, seed: int, every: int
+    models,
+    train: DenoiserBatches,
+    val: DenoiserBatches,
+    cfg: DenoiserTrainConfig,
+    seed: int,
+    every: int,
+    snapshots: Path | None = None,
 ):
     modules = [models["text_encoder"], models["unet"], models["controlnet"]]
     params = [p for m in modules for p in m.parameters()]
@@ -332,7 +351,7 @@ def train_denoiser(
         for group in opt.param_groups:
             group["lr"] = lr_at(step - 1, cfg.lr, cfg.warmup_steps, cfg.steps)
         latents, control, ids = train.sample(cfg.batch_size)
-        loss = denoiser_loss(models, latents, control, ids, cfg, generator)
+        loss = denoiser_loss(models, latents, control, ids, generator)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -346,6 +365,15 @@ def train_denoiser(
             logger.info("denoiser step %d val loss %.4f", step, history[-1]["val_loss"])
             for m in modules:
                 m.train()
+        if (
+            snapshots is not None
+            and cfg.snapshot_every
+            and step % cfg.snapshot_every == 0
+            and step < cfg.steps
+        ):
+            ema.swap()
+            export(models, snapshots / f"step-{step}", {"step": step})
+            ema.swap()
     ema.copy_to()
     ema_val = validation_loss(models, val, cfg, seed)
     logger.info("denoiser EMA weights: val loss %.4f", ema_val)
@@ -441,7 +469,9 @@ def train(cfg: ToyTrainConfig, command: str = "") -> dict[str, Any]:
         models, val, val_mean, val_std, scaling, cfg.denoiser.uncond_prob, cfg.seed + 7
     )
     del data  # the images are encoded; keep memory for training
-    den_stats = train_denoiser(models, train_batches, val_batches, cfg.denoiser, cfg.seed, cfg.log_every)
+    den_stats = train_denoiser(
+        models, train_batches, val_batches, cfg.denoiser, cfg.seed, cfg.log_every, Path(cfg.out) / "snapshots"
+    )
 
     provenance = {
         "command": command,
@@ -449,7 +479,7 @@ def train(cfg: ToyTrainConfig, command: str = "") -> dict[str, Any]:
         "config": cfg.to_dict(),
         "data": (
             f"{cfg.data.num_scenes} scenes painted by rfnet.data.scenes.toy (seed {cfg.seed}, "
-            f"{prepare.resolution} px, products drawn by rfnet.data.synthetic.draw_product); "
+            f"{prepare.resolution} px, products drawn by rfnet.data.scenes.draw_product); "
             "no external images"
         ),
         "parameters": counts,

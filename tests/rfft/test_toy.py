@@ -15,7 +15,7 @@ from pipelines.generate import GenerateStage
 from pipelines.models import identity, load_components, parse_source
 from pipelines.prepare import prepare_product
 from rfft.toy.train import main as train_main
-from rfnet.data.synthetic import draw_product
+from rfnet.data.scenes import draw_product
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,9 @@ def test_toy_source_is_the_shipped_weights(monkeypatch):
     components = load_components("toy", "toy", dtype=torch.float32)
     assert components["unet"].dtype == torch.float32  # float16 files, loaded in the compute dtype
     assert components["vae"].config.scaling_factor != 0.18215  # measured on its own latents
-    assert components["controlnet"].config.cross_attention_dim == components["text_encoder"].config.hidden_size
+    assert (
+        components["controlnet"].config.cross_attention_dim == components["text_encoder"].config.hidden_size
+    )
 
 
 def test_same_seed_same_image_other_seed_other_image(toy_stage):
@@ -87,7 +89,10 @@ def test_toy_images_are_smooth_and_follow_the_wall_colour(toy_stage):
 def test_training_command_runs_end_to_end_and_is_reproducible(tmp_path):
     for name in ("a", "b"):
         train_main(["--out", str(tmp_path / name), "--preset", "smoke", "--seed", "3"])
-    for part in ("unet/diffusion_pytorch_model.safetensors", "controlnet/diffusion_pytorch_model.safetensors"):
+    for part in (
+        "unet/diffusion_pytorch_model.safetensors",
+        "controlnet/diffusion_pytorch_model.safetensors",
+    ):
         assert (tmp_path / "a" / part).read_bytes() == (tmp_path / "b" / part).read_bytes()
     provenance = json.loads((tmp_path / "a" / "provenance.json").read_text())
     assert provenance["seed"] == 3 and provenance["seconds"]["total"] > 0

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 
 from pipelines.config import GenerateConfig, load_config
-from pipelines.labels import LABELS
 from pipelines.prepare import prepare_product
 from rfnet.data import read_rf1m
+from rfnet.data.scenes import draw_product, make_set
 from rfnet.data.scenes.toy import (
     COLOURS,
     LABEL_SHARES,
@@ -19,9 +19,7 @@ from rfnet.data.scenes.toy import (
     product_colour,
     sample_scene,
     scene_prompt,
-    write_toy_set,
 )
-from rfnet.data.synthetic import draw_product
 
 TOY = load_config(GenerateConfig, preset="toy")
 PREPARE = TOY.prepare
@@ -68,7 +66,9 @@ def test_defects_are_real():
 
     grounded = [below_is_wall(sample_scene(2, i, PREPARE, label=0)) for i in range(30)]
     floating = [
-        below_is_wall(s) for i in range(60) if (s := sample_scene(2, i, PREPARE, label=2)).variant == "no_surface"
+        below_is_wall(s)
+        for i in range(60)
+        if (s := sample_scene(2, i, PREPARE, label=2)).variant == "no_surface"
     ]
     assert floating and np.median(floating) < np.median(grounded)
 
@@ -115,8 +115,8 @@ def test_wall_colour_follows_the_named_colour():
 
 
 def test_rf1m_set_is_readable(tmp_path):
-    root = write_toy_set(tmp_path / "set", n_per_class=2, prepare=PREPARE, seed=0)
-    index = read_rf1m(str(root))
+    root = make_set("toy", str(tmp_path / "set"), n_per_class=2, image_size=PREPARE.resolution, seed=0)
+    index = read_rf1m(root)
     assert not index.problems and len(index.samples) == 12
     assert set(index.class_counts().values()) == {2}
     assert all(s.product is not None and s.caption for s in index.samples)

@@ -2,7 +2,7 @@
 
 The ``toy`` generation preset (docs/toy.md) is trained on these images, and its provisional
 inspector is trained on the same painter's labelled images. Each sample is one product (drawn by
-:func:`rfnet.data.synthetic.draw_product`) laid out on the canvas by
+:func:`rfnet.data.scenes.draw_product`) laid out on the canvas by
 :func:`pipelines.prepare.prepare_product` (alpha-box crop, longer side ``image_scale`` x R,
 centred), a background painted around it, and the product composited back unchanged
 (:func:`pipelines.prepare.paste_back`), so training images and generated images share the layout.
@@ -29,27 +29,24 @@ first attempt of SD inpainting):
   the wall with the surface starting below it (``no_surface``), or overhangs a table's end
   (``over_edge``). Their prompts omit the surface phrase more often (60% vs 20%), as in SD, where
   prompts that ask for a surface float the product less often.
-- **Size Mismatch**: furniture (chairs, doors, lamps) at 0.15-0.4 product heights on the same
-  surface (``giant_product``), or tabletop items 1.4-2.4 times the product's height (``tiny_product``).
+- **Size Mismatch**: furniture (chairs, doors) at 0.12-0.3 product heights on the same
+  surface (``giant_product``), or tabletop items 1.5-2.5 times the product's height (``tiny_product``).
 - **Indistinctiveness**: wall and surface within a few RGB units of the product's colour, and the
   prompt names that colour (``whole_scene``), or a panel of its colour right behind it
   (``backdrop``).
 - **Shape Hallucination**: the background continues the product's outline: a shaded twin behind it
   (``twin``), a stretched copy (``stretched``), or product-coloured limbs (``protrusion``).
 
-Every sample is a pure function of ``(seed, index)`` (:func:`sample_scene`).
+Every sample is a pure function of ``(seed, index)`` (:func:`sample_scene`, classes in the
+training shares) or ``(seed, label, index)`` (the labelled ``toy`` set, :class:`ToyPainter`):
 
-    python -m rfnet.data.scenes.toy --out out/toy-rfnet --n-per-class 500
+    python -m rfnet.data.scenes --set toy --out out/toy-rfnet --n-per-class 500 --seed 1
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
-import logging
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -57,9 +54,9 @@ import numpy as np
 from pipelines.config import GenerateConfig, PrepareConfig, load_config
 from pipelines.labels import LABELS, NUM_CLASSES
 from pipelines.prepare import Prepared, alpha_bbox, paste_back, prepare_product
-from rfnet.data.synthetic import draw_object, draw_product
-
-logger = logging.getLogger(__name__)
+from rfnet.data.scenes.painter import Painted, Painter
+from rfnet.data.scenes.products import draw_product
+from rfnet.data.scenes.synthetic_scene import draw_object
 
 VERSION = 1
 
@@ -90,7 +87,7 @@ MATERIALS: dict[str, tuple[tuple[int, int, int], ...]] = {
     "marble": ((226, 224, 220), (204, 204, 208)),
 }
 OBJECTS = ("plant", "cup", "books", "lamp")  # tabletop objects beside the product
-FURNITURE = ("chair", "door", "lamp")  # room-sized objects (dolls'-house sized in giant_product)
+FURNITURE = ("chair", "door")  # room-sized objects (dolls'-house sized in giant_product)
 DECOR = {"frame": "a framed picture", "window": "a window"}
 OBJECT_WORDS = {
     "plant": "a plant",
@@ -410,9 +407,9 @@ class _Painter:
         self.room(p, horizon)
         p.decor = _decor(rng, self.img, horizon, self.box)
         if variant == "giant_product":
-            kinds, units = FURNITURE, (0.15, 0.4)
+            kinds, units = FURNITURE, (0.12, 0.3)
         else:
-            kinds, units = ("cup", "books", "plant"), (1.4, 2.4)
+            kinds, units = ("cup", "books", "plant"), (1.5, 2.5)
         count = int(rng.integers(1, 3))
         for _ in range(4):  # a reference must be in view, or nothing shows the mismatch
             p.objects = _objects(rng, self.img, self.box, self.base, kinds, units, count, horizon + 2)
@@ -545,51 +542,33 @@ def sample_scene(
 
 
 # ----------------------------------------------------------------------------------------------------
-# An RF1M-layout set (for the inspector).
+# The set (rfnet.data.scenes.SETS["toy"]).
 
 
-def write_toy_set(out: str | Path, *, n_per_class: int, prepare: PrepareConfig, seed: int) -> Path:
-    """Write ``n_per_class`` scenes of each class in the RF1M layout: ``images/<name>.png``,
-    ``products/<name>.png`` (the product cut-out, cropped to its box), ``captions.jsonl``,
-    ``toy.jsonl`` (class, variant, prompt and scene parameters) and, last, ``label.txt``."""
-    if n_per_class < 1:
-        raise ValueError(f"n_per_class must be >= 1, got {n_per_class!r}")
-    out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "products").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for label in range(NUM_CLASSES):
-        for index in range(n_per_class):
-            s = sample_scene(seed, index, prepare, label=label)
-            name = hashlib.sha1(f"toy:{seed}:{label}:{index}".encode()).hexdigest()[:16]
-            x0, y0, x1, y1 = alpha_bbox(s.product[..., 3])
-            cv2.imwrite(str(out / "images" / f"{name}.png"), cv2.cvtColor(s.image, cv2.COLOR_RGB2BGR))
-            cv2.imwrite(
-                str(out / "products" / f"{name}.png"),
-                cv2.cvtColor(np.ascontiguousarray(s.product[y0:y1, x0:x1]), cv2.COLOR_RGBA2BGRA),
-            )
-            meta = {"label": LABELS[label], "variant": s.variant, "prompt": s.prompt, **asdict(s.params)}
-            rows.append((f"images/{name}.png", label, s.caption, meta))
-    rows.sort(key=lambda row: row[0])
-    (out / "captions.jsonl").write_text(
-        "".join(json.dumps({"image": r[0], "caption": r[2]}) + "\n" for r in rows)
-    )
-    (out / "toy.jsonl").write_text("".join(json.dumps({"image": r[0], **r[3]}) + "\n" for r in rows))
-    (out / "label.txt").write_text("".join(f"{r[0]}\t{r[1] + 1}\n" for r in rows))
-    logger.info("wrote %d toy scenes (%d per class, seed %d) to %s", len(rows), n_per_class, seed, out)
-    return out
+class ToyPainter(Painter):
+    """The ``toy`` set: :func:`sample_scene` of a given class, the product file cropped to its box.
 
+    ``image_size`` is the canvas side; the rest of the layout is the ``toy`` generation preset's.
+    """
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Write a labelled toy-world set in the RF1M layout.")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--n-per-class", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    prepare = load_config(GenerateConfig, preset="toy").prepare  # the layout generation uses
-    write_toy_set(args.out, n_per_class=args.n_per_class, prepare=prepare, seed=args.seed)
+    name = "toy"
+    meta_file = "toy.jsonl"
+    meta_labels = LABELS
 
+    def __init__(self, *, image_size: int, seed: int, products_dir: str | None = None):
+        super().__init__(image_size=image_size, seed=seed, products_dir=products_dir)
+        toy = load_config(GenerateConfig, preset="toy").prepare
+        self.prepare = toy.model_copy(update={"resolution": image_size})
 
-if __name__ == "__main__":
-    main()
+    def paint(self, label: int, index: int) -> Painted:
+        s = sample_scene(self.seed, index, self.prepare, label=label)
+        x0, y0, x1, y1 = s.prepared.box
+        scene = {"variant": s.variant, "prompt": s.prompt, "image_scale": s.image_scale, **asdict(s.params)}
+        return Painted(
+            name=hashlib.sha1(f"toy:{self.seed}:{label}:{index}".encode()).hexdigest()[:16],
+            image=s.image,
+            product=np.ascontiguousarray(s.product[y0:y1, x0:x1]),
+            caption=s.caption,
+            label=label,
+            scene=scene,
+        )
