@@ -6,8 +6,8 @@ Generates one first attempt for each of ``--items`` procedurally drawn products 
 scenes never used), planned exactly as ``reliable-ad generate --preset toy`` plans them
 (:func:`pipelines.attempts.plan_attempt`), and measures, without Ray:
 
-- ``first_attempt``: the inspector's verdicts (``--rfnet``, default the preset's provisional
-  ``builtin:toy_reward``): available rate at its threshold, share of each predicted class;
+- ``first_attempt``: the inspector's verdicts (``--rfnet``, default the preset's ``builtin:small``):
+  available rate at its threshold, share of each predicted class;
 - ``neighbour_difference``: mean absolute difference between horizontally and vertically
   neighbouring pixels, in grey levels (0-255, all channels), of the generated images; the same for
   the images of a finished run (``--run``, e.g. ``make demo``'s ``out/demo``) and for painted

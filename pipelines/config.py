@@ -431,9 +431,9 @@ class GenerateConfig(ConfigBase):
             },
         ),
         # Small models trained on a CPU on painted scenes (pipelines/assets/toy, docs/toy.md): the
-        # images are product photos in simple rooms, with defects in realistic shares. The prompt pool
+        # product on a smooth backdrop whose colour follows the prompt's colour word. The prompt pool
         # uses the words the generator was trained on (the wall colour, a table or floor, a plant).
-        # The inspector is the provisional RFNet trained on the same painter's labelled scenes.
+        # The inspector is the shipped builtin:small (trained on the synthetic defect set).
         "toy": (
             "tiny",
             {
@@ -464,7 +464,7 @@ class GenerateConfig(ConfigBase):
                     ],
                 },
                 "generation": {"num_inference_steps": 15, "guidance_scale": 4.0},
-                "inspect": {"rfnet": "builtin:toy_reward", "threshold": None},
+                "inspect": {"rfnet": "builtin:small", "threshold": None},
             },
         ),
     }

@@ -1,6 +1,6 @@
 """``ToyTrainConfig``: how the ``toy`` generator is trained (``python -m rfft.toy.train``).
 
-Presets: ``toy`` (the shipped weights, ~80 min on a 2-core CPU) and ``smoke`` (the same stages at a
+Presets: ``toy`` (the shipped weights, ~30 min on a 2-core CPU) and ``smoke`` (the same stages at a
 fraction of the sizes and steps, seconds: tests). Architectures are diffusers constructor arguments;
 the canvas, its layout and the prompt pool come from the ``toy`` generation preset
 (:class:`pipelines.config.GenerateConfig`), so training and generation agree.
@@ -86,12 +86,12 @@ class ArchConfig(ConfigBase):
 class DataConfig(ConfigBase):
     """The painted training scenes (rfnet.data.scenes.toy)."""
 
-    num_scenes: int = Field(20_000, ge=8)  # scenes painted once, reused across epochs
+    num_scenes: int = Field(6_000, ge=8)  # scenes painted once, reused across epochs
     num_val: int = Field(256, ge=4)  # held-out scenes for the logged validation losses
 
 
 class VAETrainConfig(ConfigBase):
-    steps: int = Field(2_000, ge=1)
+    steps: int = Field(400, ge=1)
     batch_size: int = Field(16, ge=1)
     crop: int = Field(64, ge=16)  # px, random square crops (the VAE is fully convolutional)
     lr: float = Field(1e-3, gt=0)  # peak AdamW learning rate (linear warm-up, cosine decay to 10%)
@@ -103,13 +103,13 @@ class VAETrainConfig(ConfigBase):
 class DenoiserTrainConfig(ConfigBase):
     """Text encoder + UNet + ControlNet, trained together on v-prediction."""
 
-    steps: int = Field(2_000, ge=1)
-    batch_size: int = Field(32, ge=1)
+    steps: int = Field(700, ge=1)
+    batch_size: int = Field(16, ge=1)
     lr: float = Field(6e-4, gt=0)  # peak AdamW learning rate (linear warm-up, cosine decay to 10%)
-    warmup_steps: int = Field(200, ge=0)
+    warmup_steps: int = Field(100, ge=0)
     weight_decay: float = Field(1e-2, ge=0)
     uncond_prob: float = Field(0.1, ge=0, le=1)  # prompts replaced by an unconditional one (CFG)
-    ema_decay: float = Field(0.999, ge=0, lt=1)  # exported weights are the EMA
+    ema_decay: float = Field(0.998, ge=0, lt=1)  # exported weights are the EMA
     max_grad_norm: float = Field(1.0, gt=0)
     snapshot_every: int = Field(0, ge=0)  # steps between EMA snapshots in OUT/snapshots/ (0: none)
 

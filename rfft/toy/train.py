@@ -1,6 +1,6 @@
 """Train the ``toy`` generator on painted scenes: one command, reproducible per seed.
 
-    python -m rfft.toy.train --out pipelines/assets/toy --seed 0        # ~80 min on 2 CPU cores
+    python -m rfft.toy.train --out pipelines/assets/toy --seed 0        # ~30 min on 2 CPU cores
     python -m rfft.toy.train --out /tmp/toy-smoke --preset smoke        # seconds (tests)
 
 Stages, each logged with loss, it/s and ETA:
