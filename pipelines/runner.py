@@ -45,7 +45,8 @@ from pipelines.generate import GenerateStage, model_ids
 from pipelines.inspect import InspectStage
 from pipelines.prepare import prepare_batch
 from pipelines.progress import Progress
-from pipelines.store import ATTEMPT_SCHEMA, RESULT_SCHEMA, LeaseHeld, OutputStore, now, to_table
+from pipelines.refresh import select_changed, update_manifest
+from pipelines.store import ATTEMPT_SCHEMA, RESULT_SCHEMA, OutputStore, now, to_table
 from pipelines.writer import write_batch
 
 logger = logging.getLogger(__name__)
@@ -396,13 +397,11 @@ class CatalogRun:
             "%s run %s (%s) into %s", self.mode, self.run_id, "resumed" if resumed else "new", self.out
         )
 
-        items = catalog.items
-        skipped: list[str] = []
-        removed: list[str] = []
-        if self.mode == "refresh":
-            from pipelines.refresh import select_changed
-
-            items, skipped, removed = select_changed(catalog, self.store, cfg, self.config_hash)
+        # generate takes every item, but records the image identities the next refresh compares
+        selection = select_changed(
+            catalog, self.store, cfg, self.config_hash, process_all=self.mode == "generate"
+        )
+        items, skipped, removed = selection.todo, selection.skipped, selection.removed
         self.states = {it.sku_id: ItemState(it) for it in items}
         self._load_existing()
         self._write_catalog_errors(catalog)
@@ -432,9 +431,7 @@ class CatalogRun:
             raise RuntimeError(
                 f"{len(missing)} items have no result after the run (first: {missing[:5]}); rerun to resume"
             )
-        from pipelines.refresh import update_manifest
-
-        update_manifest(self.store, catalog, self.states, removed, self.run_id, cfg, self.config_hash)
+        update_manifest(self.store, self.states, selection, self.run_id, self.config_hash, resumed=resumed)
         attempts, results = self.store.attempts(), self.store.results()  # read once for both
         run_json = self._write_run_json(catalog, t_start, skipped, removed, resumed, attempts, results)
         from pipelines.report import write_report
@@ -685,7 +682,4 @@ def run_catalog(
     ``inspect_stage``: the scorer stage class when ``cfg.inspect.enabled`` (the jobs pass
     ``rfnet.scorer.ScoreStage``; see :mod:`pipelines.inspect` for the contract).
     """
-    try:
-        return CatalogRun(cfg, mode, inspect_stage=inspect_stage).run()
-    except LeaseHeld as exc:
-        raise ConfigError(str(exc)) from None
+    return CatalogRun(cfg, mode, inspect_stage=inspect_stage).run()
