@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,10 +29,8 @@ import pyarrow.compute as pc
 from pipelines import storage
 from pipelines.catalog import Catalog, CatalogItem
 from pipelines.config import GenerateConfig
+from pipelines.seen import SeenSkus
 from pipelines.store import MANIFEST_SCHEMA, OutputStore, now
-
-if TYPE_CHECKING:
-    from pipelines.runner import ItemState
 
 logger = logging.getLogger(__name__)
 
@@ -99,39 +97,45 @@ def select_changed(
     return todo, skipped, removed
 
 
-def update_manifest(
-    store: OutputStore,
-    catalog: Catalog,
-    states: dict[str, ItemState],
-    removed: list[str],
-    run_id: str,
-    cfg: GenerateConfig,
-    config_hash: str,
-) -> None:
-    """Upsert the processed items' latest state and mark removed ones; written atomically.
+def manifest_entry(item: CatalogItem, result: dict[str, Any], config_hash: str) -> dict[str, Any]:
+    """The manifest row of an item the run finished: its content hash (when its image was read), status
+    and image."""
+    bytes_hash = result.get("content_hash") or ""
+    return {
+        "sku_id": item.sku_id,
+        "item_hash": item_hash(bytes_hash, item, config_hash) if bytes_hash else "",
+        "status": result["status"],
+        "image": result.get("image") or "",
+    }
 
-    Rows of untouched items are carried over as Arrow data; only the processed items are built in
-    Python."""
+
+def removed_items(store: OutputStore, present: SeenSkus) -> list[str]:
+    """Live manifest items that are not in the catalog any more (``present``: the catalog's ids)."""
+    manifest = store.manifest()
+    live = manifest.filter(pc.invert(manifest["removed"].fill_null(False)))
+    skus = live["sku_id"].to_pylist()
+    return [s for s, seen in zip(skus, present.contains(skus).tolist(), strict=True) if not seen]
+
+
+def update_manifest(store: OutputStore, updates: pa.Table, removed: list[str], run_id: str) -> None:
+    """Upsert the processed items' latest state (``updates``: ``sku_id``, ``item_hash``, ``status``,
+    ``image``, one row per item, from :func:`manifest_entry`) and mark removed ones; written atomically.
+
+    Rows of untouched items are carried over as Arrow data."""
     manifest = store.manifest()
     stamp = now()
-    rows = []
-    for sku, st in states.items():
-        res = st.result
-        if res is None:
-            continue
-        bytes_hash = res.get("content_hash") or ""
-        rows.append(
-            {
-                "sku_id": sku,
-                "item_hash": item_hash(bytes_hash, st.item, config_hash) if bytes_hash else "",
-                "status": res["status"],
-                "image": res.get("image") or "",
-                "run_id": run_id,
-                "removed": False,
-                "updated_at": stamp,
-            }
-        )
-    updated = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    n = len(updates)
+    updated = pa.table(
+        {
+            "sku_id": updates["sku_id"],
+            "item_hash": updates["item_hash"],
+            "status": updates["status"],
+            "image": updates["image"],
+            "run_id": pa.array([run_id] * n, pa.string()),
+            "removed": pa.array([False] * n, pa.bool_()),
+            "updated_at": pa.array([stamp] * n, MANIFEST_SCHEMA.field("updated_at").type),
+        }
+    ).cast(MANIFEST_SCHEMA)
     kept = manifest.filter(
         pc.invert(pc.is_in(manifest["sku_id"], value_set=updated["sku_id"].combine_chunks()))
     )

@@ -84,7 +84,7 @@ def test_refresh_manifest_selection_and_upsert_without_row_dicts(tmp_path, monke
     from pipelines import refresh
     from pipelines.catalog import Catalog, CatalogItem
     from pipelines.config import GenerateConfig
-    from pipelines.runner import ItemState
+    from pipelines.seen import SeenSkus
     from pipelines.store import MANIFEST_SCHEMA
 
     cfg = GenerateConfig()
@@ -120,11 +120,20 @@ def test_refresh_manifest_selection_and_upsert_without_row_dicts(tmp_path, monke
     catalog = Catalog(source="c.jsonl", format="jsonl", items=[items[s] for s in "ABCDE"])
     todo, skipped, removed = refresh.select_changed(catalog, store, cfg, "cfg")
     assert [it.sku_id for it in todo] == ["B", "C", "D", "E"] and skipped == ["A"] and removed == ["X"]
+    # A streamed catalog knows its ids by their keys (pipelines.seen): the same removals.
+    present = SeenSkus()
+    present.first_rows(list("ABCDE"), [1, 2, 3, 4, 5])
+    assert refresh.removed_items(store, present) == ["X"]
 
-    states = {s: ItemState(item=items[s]) for s in "BCDE"}
-    for s in "BCD":
-        states[s].result = {"status": "accepted", "content_hash": f"bytes-{s}", "image": f"new/{s}.png"}
-    refresh.update_manifest(store, catalog, states, removed, "r1", cfg, "cfg")  # E: no result yet
+    updates = pa.Table.from_pylist(
+        [
+            refresh.manifest_entry(
+                items[s], {"status": "accepted", "content_hash": f"bytes-{s}", "image": f"new/{s}.png"}, "cfg"
+            )
+            for s in "BCD"  # E: no result yet
+        ]
+    )
+    refresh.update_manifest(store, updates, removed, "r1")
     rows = {r["sku_id"]: r for r in store.manifest().to_pylist()}
     assert sorted(rows) == ["A", "B", "C", "D", "X", "Y"]
     for s in "BCD":
