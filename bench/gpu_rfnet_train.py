@@ -1,7 +1,8 @@
 """GPU check: ``reliable-ad train-rfnet`` and ``reliable-ad evaluate`` end to end on one GPU.
 
 ``bench.gpu_rfnet`` times RFNet's steps in one process; this runs the commands an operator runs,
-as subprocesses, on a labelled set it writes first (:func:`rfnet.data.synthetic.make_synthetic_set`):
+as subprocesses, on a labelled set it writes first (the ``synthetic`` set of
+:func:`rfnet.data.scenes.make_set`):
 
 - ``paper``: ``train-rfnet --preset paper --gpu --workers 1`` (Ray Train, one GPU worker, bf16
   autocast, the streamed Ray Data loader, random weights);
@@ -114,19 +115,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     started = time.time()
 
-    from rfnet.data.synthetic import make_synthetic_set
+    from rfnet.data.scenes import make_set
 
     shutil.rmtree(args.work, ignore_errors=True)
     logs = os.path.join(args.work, "logs")
     os.makedirs(logs)
     t0 = time.time()
-    data = make_synthetic_set(
-        os.path.join(args.work, "data"), n_per_class=args.n_per_class, image_size=128, seed=7
+    data = make_set(
+        "synthetic", os.path.join(args.work, "data"), n_per_class=args.n_per_class, image_size=128, seed=7
     )
     results: dict[str, Any] = {
         "command": command_line("bench.gpu_rfnet_train"),
         "machine": machine(),
-        "data": {"generator": "rfnet.data.synthetic", "n_per_class": args.n_per_class, "seed": 7},
+        "data": {"generator": "synthetic", "n_per_class": args.n_per_class, "seed": 7},
         "data_s": round(time.time() - t0, 1),
         "steps": {},
         "skipped": [],

@@ -5,9 +5,9 @@
 
 ``predictions.parquet`` is what ``reliable-ad evaluate`` writes (one row per scored image);
 ``meta.jsonl`` holds one JSON object per image with an ``image`` key (the same path, relative to
-the set's root) and any fields describing it, as the generator of a test set knows them (the
-studio and lifestyle sets write ``meta.jsonl`` with scene, product and the defect's variant; the
-package's synthetic set writes ``synthetic.jsonl`` with the variant). For each field of ``--by``
+the set's root) and any fields describing it, as the painter of a test set knows them (the scene
+sets of ``rfnet.data.scenes`` write them: ``studio`` and ``lifestyle`` to ``meta.jsonl`` with scene,
+product and the defect's variant, ``synthetic`` to ``synthetic.jsonl``). For each field of ``--by``
 (default: every field of strings, integers or booleans with 2 to 20 distinct values, ``image``
 and ``label`` aside) and each true class, the images are
 grouped by the field's value: how many, the share classified right, and what the wrong ones were

@@ -7,21 +7,24 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from jobs.common import JobSpec, add_common_arguments, execute
-
-# subcommand -> module under jobs/
-SUBCOMMANDS = {
-    "generate": "jobs.generate",
-    "refresh": "jobs.refresh",
-    "train-rfnet": "jobs.train_rfnet",
-    "rfft": "jobs.rfft",
-    "evaluate": "jobs.evaluate",
-    "report": "jobs.report",
-}
+from jobs.common import COMMANDS, JobSpec, add_common_arguments, execute
 
 
 def load_spec(name: str) -> JobSpec:
-    return importlib.import_module(SUBCOMMANDS[name]).SPEC
+    return importlib.import_module(COMMANDS[name].module).SPEC
+
+
+def version() -> str:
+    """The installed distribution's version (pyproject.toml), else the source tree's."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("reliable-ad")
+    except PackageNotFoundError:
+        from pipelines import __version__
+
+        return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,17 +32,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="reliable-ad",
         description="Reliable advertising-image generation: generate, inspect (RFNet), regenerate, fine-tune (RFFT).",
+        epilog="`reliable-ad COMMAND --help` lists a command's flags; every command takes --config, --preset, "
+        "--set KEY=VALUE and --print-config.",
     )
+    parser.add_argument("--version", action="version", version=f"reliable-ad {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    # Only the chosen subcommand's module is imported, so `reliable-ad generate` does not pay for
-    # importing the trainers (and --help stays fast).
-    chosen = next((a for a in argv if a in SUBCOMMANDS), None)
-    for name, module in SUBCOMMANDS.items():
+    # Only the chosen subcommand's module is imported: `reliable-ad generate` does not pay for
+    # importing the trainers, and `reliable-ad --help` imports none (the purposes live in COMMANDS).
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    for name, command in COMMANDS.items():
         if name == chosen:
-            spec = load_spec(name)
-            add_common_arguments(sub.add_parser(name, help=spec.help, description=spec.help), spec)
+            add_common_arguments(
+                sub.add_parser(name, help=command.help, description=command.help), load_spec(name)
+            )
         else:
-            sub.add_parser(name, help=f"see `reliable-ad {name} --help` ({module})", add_help=False)
+            sub.add_parser(name, help=command.help, add_help=False)
     args = parser.parse_args(argv)
     return execute(load_spec(args.command), args)
 

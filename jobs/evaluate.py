@@ -77,7 +77,6 @@ def main(cfg: EvaluateConfig) -> int:
 
 SPEC = JobSpec(
     name="evaluate",
-    help="evaluate an RFNet checkpoint on a labelled RF1M-layout set (eval.json, confusion.png, predictions.parquet, errors.png, threshold)",
     config_cls=EvaluateConfig,
     main=main,
     add_arguments=add_arguments,

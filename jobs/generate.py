@@ -69,7 +69,6 @@ def main(cfg: GenerateConfig) -> int:
 
 SPEC = JobSpec(
     name="generate",
-    help="Generate advertising images for a catalog, inspect them with RFNet and regenerate rejects.",
     config_cls=GenerateConfig,
     main=main,
     add_arguments=add_arguments,

@@ -29,7 +29,6 @@ def main(cfg: GenerateConfig) -> int:
 
 SPEC = JobSpec(
     name="refresh",
-    help="Incremental run: generate only new or changed catalog items; mark removed ones.",
     config_cls=GenerateConfig,
     main=main,
     add_arguments=add_arguments,

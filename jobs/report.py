@@ -68,7 +68,6 @@ def main(cfg: ReportConfig) -> int:
 
 SPEC = JobSpec(
     name="report",
-    help="Rebuild report.html from a run's tables; export/import labelling sheets.",
     config_cls=ReportConfig,
     main=main,
     add_arguments=add_arguments,

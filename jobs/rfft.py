@@ -56,7 +56,6 @@ def main(cfg: RFFTConfig) -> int:
 
 SPEC = JobSpec(
     name="rfft",
-    help="Fine-tune the ControlNet with RFNet feedback and the Consistent-Condition regulariser (RFFT).",
     config_cls=RFFTConfig,
     main=main,
     add_arguments=add_arguments,

@@ -76,7 +76,6 @@ def main(cfg: TrainRFNetConfig) -> int:
 
 SPEC = JobSpec(
     name="train-rfnet",
-    help="train RFNet (the image inspector) on an RF1M-layout set with Ray Train",
     config_cls=TrainRFNetConfig,
     main=main,
     add_arguments=add_arguments,

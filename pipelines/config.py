@@ -359,6 +359,11 @@ class RunConfig(ConfigBase):
     ray_dashboard: bool = (
         False  # start the Ray dashboard with a local Ray (costs ~1 GiB; progress is logged anyway)
     )
+    # Seconds to wait, before the first wave, for an autoscaler to add the nodes the pools need (e.g.
+    # KubeRay GPU pods); one log line a minute while waiting, then the run fails naming the fields.
+    # A cluster that can never fit the pools (no autoscaler, or none of its node types fit) fails at
+    # once, whatever this says. See pipelines.resources.
+    resource_wait_s: float = Field(1800.0, ge=0.0)
 
 
 class GenerateConfig(ConfigBase):
@@ -431,6 +436,13 @@ class GenerateConfig(ConfigBase):
     def _check_placement(self) -> GenerateConfig:
         if self.generation.num_gpus == 0 and self.generation.compile:
             raise ValueError("generation.compile needs a GPU actor (generation.num_gpus > 0)")
+        for name, section in (("generation", self.generation), ("inspect", self.inspect)):
+            if section.device == "cpu" and section.num_gpus > 0:
+                # Ray would still hold a GPU per actor (or wait forever for one on a CPU-only cluster).
+                raise ValueError(
+                    f"{name}.device='cpu' with {name}.num_gpus={section.num_gpus:g} reserves a GPU the actor "
+                    f"never uses; set {name}.num_gpus=0 as well"
+                )
         return self
 
     def check_ready(self) -> None:

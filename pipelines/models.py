@@ -18,6 +18,7 @@ Weights are never unpickled: every ``from_pretrained`` call passes ``use_safeten
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -250,6 +251,27 @@ def build_random_components(arch: str = "tiny", seed: int = TINY_SEED) -> dict[s
 # Loading.
 
 
+@functools.cache
+def seeded_sde_scheduler_class(base: type) -> type:
+    """``DPMSolverSDEScheduler`` whose Brownian noise comes from the pipeline's per-row generators.
+
+    Deviation from diffusers: upstream draws the SDE noise from one Brownian tree seeded by
+    ``noise_sampler_seed`` (random when unset) and ignores ``generator``, so an attempt's seed did not
+    fix its image. Here ``step`` takes the pipeline's ``generator`` (a list, one per row) and, at the
+    first step, seeds one Brownian tree per row from that row's generator: an image depends on its
+    own seed only, as with every other scheduler.
+    """
+
+    class SeededDPMSolverSDEScheduler(base):
+        def step(self, model_output, timestep, sample, return_dict=True, s_noise=1.0, generator=None):
+            if self.noise_sampler is None and generator is not None:
+                rows = generator if isinstance(generator, list) else [generator] * sample.shape[0]
+                self.noise_sampler_seed = [int(torch.randint(0, 2**62, (), generator=g)) for g in rows]
+            return super().step(model_output, timestep, sample, return_dict=return_dict, s_noise=s_noise)
+
+    return SeededDPMSolverSDEScheduler
+
+
 def make_scheduler(name: str, config: Any):
     """A diffusers scheduler by short name, built from another scheduler's config."""
     from diffusers import (
@@ -268,7 +290,7 @@ def make_scheduler(name: str, config: Any):
     if name == "euler_a":
         return EulerAncestralDiscreteScheduler.from_config(config)
     if name == "dpmpp_sde_karras":
-        return DPMSolverSDEScheduler.from_config(config, use_karras_sigmas=True)
+        return seeded_sde_scheduler_class(DPMSolverSDEScheduler).from_config(config, use_karras_sigmas=True)
     if name == "dpmpp_2m_karras":
         return DPMSolverMultistepScheduler.from_config(config, use_karras_sigmas=True)
     if name == "unipc":

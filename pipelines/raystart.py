@@ -13,11 +13,22 @@ import os
 
 logger = logging.getLogger(__name__)
 
+_STARTED_HERE: str | None = None  # GCS address of the local Ray this process started, if it did
+
+
+def started_here() -> bool:
+    """Whether the Ray this process is connected to is a local one it started itself (so no
+    autoscaler stands behind it)."""
+    import ray
+
+    return ray.is_initialized() and ray.get_runtime_context().gcs_address == _STARTED_HERE
+
 
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, dashboard: bool = False) -> None:
     """Attach to ``address`` / ``RAY_ADDRESS``, or start a local Ray; nothing if Ray is already up."""
     import ray
 
+    global _STARTED_HERE
     if ray.is_initialized():
         return
     kwargs = {"configure_logging": False, "log_to_driver": True}
@@ -40,6 +51,7 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, dashb
         runtime_env=runtime_env,
         **kwargs,
     )
+    _STARTED_HERE = ray.get_runtime_context().gcs_address
     logger.info("started a local Ray (%s CPUs)", ray.cluster_resources().get("CPU"))
 
 

@@ -193,6 +193,10 @@ class CatalogRun:
 
     def run(self) -> RunSummary:
         t_start = time.monotonic()
+        # Before anything is written under --out: pools the cluster can never place fail the run here.
+        from pipelines.resources import require_catalog_resources
+
+        require_catalog_resources(self.cfg)
         if self.mode == "refresh":
             self.lease_owner = self.store.acquire_lease(LEASE_TTL_S)
         try:

@@ -110,6 +110,9 @@ class ScalingConfig(ConfigBase):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # compute dtype of frozen models
     gradient_checkpointing: bool = True  # ControlNet, UNet and VAE decoder recompute activations
     ray_address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray started here
+    # Seconds to wait for an autoscaler to add nodes for the workers (one log line a minute), then fail;
+    # a cluster that can never fit them fails at once (pipelines.resources).
+    resource_wait_s: float = Field(1800.0, ge=0.0)
 
 
 class RFFTConfig(ConfigBase):
@@ -153,6 +156,7 @@ class RFFTConfig(ConfigBase):
         "scaling.dtype",
         "scaling.gradient_checkpointing",
         "scaling.ray_address",
+        "scaling.resource_wait_s",
     )
 
     PRESETS: ClassVar[dict[str, tuple[str | None, dict[str, Any]]]] = {

@@ -28,7 +28,7 @@ from pipelines.config import PrepareConfig, PromptConfig
 from pipelines.prepare import Prepared, alpha_bbox, prepare_product
 from pipelines.prompts import choose_prompt
 from rfft.config import DataConfig
-from rfnet.data.synthetic import draw_product
+from rfnet.data.scenes import draw_product
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def split_products(products: list[Product], num_eval: int, seed: int) -> tuple[l
 
 
 def procedural_product(index: int, seed: int, height: int = 256) -> Product:
-    """A drawn product cut-out (``rfnet.data.synthetic.draw_product``: bottles, jars, cans, mugs,
+    """A drawn product cut-out (``rfnet.data.scenes.draw_product``: bottles, jars, cans, mugs,
     boxes, shoes... with shading, labels and anti-aliased alpha), deterministic in ``(index, seed)``."""
     drawn = draw_product(np.random.default_rng([seed, index]), height=height)
     return Product(

@@ -54,6 +54,7 @@ from pipelines import storage
 from pipelines.device import autocast, place, trainable_dtype
 from pipelines.models import identity, load_components, make_scheduler
 from pipelines.prepare import paste_back
+from pipelines.resources import require_ray_train
 from rfft import data as rfft_data
 from rfft.config import RFFTConfig
 from rfft.export import STATE_FILE, export_run, load_checkpoint, save_checkpoint
@@ -686,10 +687,17 @@ def run(cfg: RFFTConfig) -> dict[str, Any]:
     cfg.check_ready()
     cfg = absolute_local_paths(cfg)
     check_catalog(cfg)
-    check_run_config(cfg)
     from pipelines.raystart import ensure_ray
 
     ensure_ray(cfg.scaling.ray_address)
+    # Workers no node can ever hold fail the job here instead of leaving Ray Train pending.
+    require_ray_train(
+        "scaling",
+        cfg.scaling,
+        workers_field="workers",
+        gpu_fix="--preset tiny (tiny models on CPUs), or --set scaling.use_gpu=false (these models on CPUs: slow)",
+    )
+    check_run_config(cfg)  # writes OUT/run_config.json: only for a run that can start
     out = storage.normalize(cfg.out)
     storage_filesystem = None
     if storage.is_remote(out):

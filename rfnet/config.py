@@ -436,6 +436,9 @@ class TrainWorkersConfig(ConfigBase):
     ray_address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray started by the job
     ray_num_cpus: int | None = Field(None, ge=1)  # logical CPUs of a local Ray; None: Ray's default
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # compute dtype (autocast); weights stay fp32
+    # Seconds to wait for an autoscaler to add nodes for the workers (one log line a minute), then fail;
+    # a cluster that can never fit them fails at once (pipelines.resources).
+    resource_wait_s: float = Field(1800.0, ge=0.0)
 
 
 class TrainRFNetConfig(ConfigBase):
@@ -464,6 +467,7 @@ class TrainRFNetConfig(ConfigBase):
         "workers.cpus_per_worker",
         "workers.ray_address",
         "workers.ray_num_cpus",
+        "workers.resource_wait_s",
     )
 
     PRESETS: ClassVar[dict[str, tuple[str | None, dict[str, Any]]]] = {

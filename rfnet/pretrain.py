@@ -4,14 +4,15 @@ RFNet's ``small`` preset is trained on a CPU from a few thousand labelled images
 encoders from random weights is what limits it: with ~1,800 images the model overfits within a
 few epochs (docs/rfnet.md). The paper starts from ImageNet-pretrained ResNet-50s; nothing can be
 downloaded here, so the ``small`` preset starts instead from weights trained on a large synthetic
-defect set (:mod:`rfnet.data.synthetic`, products drawn procedurally, no external data):
+defect set (the ``synthetic`` set of :mod:`rfnet.data.scenes`, products drawn procedurally, no
+external data):
 
     python -m rfnet.pretrain --out rfnet/weights/small
 
 1. writes ``--n-per-class`` images per class of the synthetic set (seed ``--seed``, 128 px); with
-   ``--generator MODULE:FUNCTION`` (repeatable) the images per class are shared between several
-   generators with the synthetic set's signature ``f(out, *, n_per_class, image_size, seed)``,
-   whose sets are merged into one (file names prefixed by the generator's position);
+   ``--generator NAME`` (repeatable, a set of :data:`rfnet.data.scenes.SETS`) the images per class
+   are shared between several scene sets, merged into one (file names prefixed by the set's
+   position);
 2. trains ``--preset small`` from random weights on it (``train_rfnet``, Ray Train, the same loop
    as ``reliable-ad train-rfnet``) for ``--minutes``;
 3. exports the best epoch: parameters in float16 (half the size; they are cast back to float32
@@ -38,6 +39,7 @@ from safetensors.torch import save_file
 
 from pipelines.config import load_config, parse_assignment
 from rfnet.checkpoint import CONFIG, META, WEIGHTS
+from rfnet.data.scenes import SETS, make_set
 
 logger = logging.getLogger(__name__)
 
@@ -72,20 +74,14 @@ def export_checkpoint(trained: str, out: str, provenance: dict) -> dict:
     return new_meta
 
 
-SYNTHETIC = "rfnet.data.synthetic:make_synthetic_set"
+SYNTHETIC = "synthetic"
 
 
-def resolve_generator(spec: str):
-    """``"package.module:function"`` -> the function (a clear error if it is not there)."""
-    import importlib
-
-    module, _, name = spec.partition(":")
-    if not module or not name:
-        raise SystemExit(f"--generator {spec!r}: expected MODULE:FUNCTION")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise SystemExit(f"--generator {spec!r}: {exc}") from exc
+def check_generator(name: str) -> str:
+    """``name`` if it names a scene set (a clear error if not)."""
+    if name not in SETS:
+        raise SystemExit(f"--generator {name!r}: not a scene set; choose from {', '.join(SETS)}")
+    return name
 
 
 def merge_sets(parts: list[str], out: str) -> str:
@@ -134,12 +130,11 @@ def build_data(generators: list[str], work: str, *, n_per_class: int, image_size
     ``n_per_class`` (the first ones take the remainder). A generator's set is reused only if it was
     written with the same seed, size and count."""
     parts = []
-    for i, spec in enumerate(generators):
+    for i, name in enumerate(generators):
         share = n_per_class // len(generators) + (i < n_per_class % len(generators))
-        tag = spec.rpartition(":")[2]
-        part = os.path.join(work, f"data-{tag}-{seed}-{share}-{image_size}")
+        part = os.path.join(work, f"data-{check_generator(name)}-{seed}-{share}-{image_size}")
         if not os.path.exists(os.path.join(part, "label.txt")):
-            resolve_generator(spec)(part, n_per_class=share, image_size=image_size, seed=seed)
+            make_set(name, part, n_per_class=share, image_size=image_size, seed=seed)
         parts.append(part)
     return parts[0] if len(parts) == 1 else merge_sets(parts, os.path.join(work, f"data-mix-{seed}"))
 
@@ -155,8 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         "--generator",
         action="append",
         default=None,
-        metavar="MODULE:FUNCTION",
-        help=f"a set generator (repeatable; default {SYNTHETIC}); several share --n-per-class",
+        metavar="NAME",
+        help=f"a scene set (repeatable; default {SYNTHETIC}); several share --n-per-class",
     )
     parser.add_argument("--minutes", type=float, default=35.0, help="training budget (Ray start included)")
     parser.add_argument("--work", default="out/pretrain", help="where the set and the full run are kept")
@@ -169,8 +164,8 @@ def main(argv: list[str] | None = None) -> None:
 
     started = time.time()
     generators = args.generator or [SYNTHETIC]
-    for spec in generators:
-        resolve_generator(spec)  # fail before any work
+    for name in generators:
+        check_generator(name)  # fail before any work
     data = build_data(
         generators, args.work, n_per_class=args.n_per_class, image_size=args.image_size, seed=args.seed
     )
@@ -192,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         {
             "command": " ".join(["python -m rfnet.pretrain", *(argv if argv is not None else sys.argv[1:])]),
             "data": {
-                "generator": "rfnet.data.synthetic" if generators == [SYNTHETIC] else generators,
+                "generator": generators[0] if len(generators) == 1 else generators,
                 "n_per_class": args.n_per_class,
                 "image_size": args.image_size,
                 "seed": args.seed,

@@ -60,6 +60,7 @@ from pipelines import storage
 from pipelines.config import ConfigError
 from pipelines.device import autocast, place
 from pipelines.labels import LABELS, NUM_CLASSES
+from pipelines.resources import require_ray_train
 from rfnet import metrics
 from rfnet.aux import search_report, search_warning
 from rfnet.checkpoint import init_from, save_rfnet
@@ -1257,6 +1258,13 @@ def train_rfnet(cfg: TrainRFNetConfig, *, started: float | None = None) -> Train
     train, val, split_meta = prepare_split(cfg)
     logger.info("training on %d samples, validating on %d (%s)", len(train), len(val), cfg.data.root)
     ensure_ray(cfg.workers.ray_address, cfg.workers.ray_num_cpus)
+    # Workers no node can ever hold fail the job here instead of leaving Ray Train pending.
+    require_ray_train(
+        "workers",
+        cfg.workers,
+        workers_field="num_workers",
+        gpu_fix="train on CPUs: --preset small, or leave out --gpu (--set workers.use_gpu=false)",
+    )
     out = storage.normalize(cfg.out)
     cfg = cfg.model_copy(update={"out": out})
     if cfg.init_from and os.path.isdir(cfg.init_from):

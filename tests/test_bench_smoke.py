@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -167,9 +166,9 @@ def test_jpeg_round_trip_compresses_rgb_images_in_place_of_the_originals():
 def test_descriptor_cross_validation_measures_and_separates(tmp_path):
     from bench.rfnet_descriptor_cv import cross_validate, descriptors
     from rfnet.checkpoint import load_rfnet
-    from rfnet.data import make_synthetic_set
+    from rfnet.data.scenes import make_set
 
-    root = make_synthetic_set(str(tmp_path / "set"), n_per_class=3, image_size=64, seed=5)
+    root = make_set("synthetic", str(tmp_path / "set"), n_per_class=3, image_size=64, seed=5)
     model = load_rfnet("tiny", device="cpu", dtype="float32").model
     x, y = descriptors(model, root, threads=1)
     assert x.shape[0] == y.shape[0] == 18 and x.shape[1] > 40 and np.isfinite(x).all()
@@ -364,68 +363,10 @@ def test_rfnet_ablations_are_valid_small_configs():
         assert cfg.use_caption == (name != "image_only")
 
 
-def test_quality_sets_from_the_other_generators_are_reproducible_balanced_rf1m(tmp_path):
-    from bench.rfnet_lifestyle import make_lifestyle_set
-    from bench.rfnet_quality import make_alt_set
-    from bench.rfnet_studio import make_studio_set
-    from pipelines.labels import DISPLAY_NAMES
-    from rfnet.data import load_example, read_rf1m
-
-    for make in (make_alt_set, make_studio_set, make_lifestyle_set):
-        name = make.__name__
-        a = make(str(tmp_path / f"{name}-a"), n_per_class=2, image_size=96, seed=3)
-        make(str(tmp_path / f"{name}-b"), n_per_class=2, image_size=96, seed=3)
-        assert (tmp_path / f"{name}-a" / "label.txt").read_text() == (
-            tmp_path / f"{name}-b" / "label.txt"
-        ).read_text()
-        index = read_rf1m(a)
-        assert not index.problems and len(index.samples) == 12, name
-        assert set(index.class_counts().values()) == {2}
-        assert all(s.product is not None and s.caption for s in index.samples)
-        ex = load_example(index.samples[0], image_size=96, product_size=32)
-        assert ex["image"].shape == (96, 96, 3) and ex["has_product"]
-        if make is not make_alt_set:  # how each image was drawn, for bench.rfnet_errors
-            records = [
-                json.loads(line) for line in (tmp_path / f"{name}-a" / "meta.jsonl").read_text().splitlines()
-            ]
-            labels = [
-                line.split("\t") for line in (tmp_path / f"{name}-a" / "label.txt").read_text().splitlines()
-            ]
-            assert [(r["image"], r["label"]) for r in records] == [
-                (image, DISPLAY_NAMES[int(label) - 1]) for image, label in labels
-            ], name
-
-
-def test_studio_set_with_real_cut_outs_keeps_them_as_they_came(tmp_path, products_dir):
-    from bench.rfnet_studio import make_studio_set
-    from rfnet.data import read_rf1m
-
-    root = make_studio_set(
-        str(tmp_path / "real"), n_per_class=2, image_size=96, seed=3, products_dir=str(products_dir)
-    )
-    index = read_rf1m(root)
-    assert not index.problems and set(index.class_counts().values()) == {2}
-    stems = {p.stem for p in products_dir.glob("*.png")}
-    records = [json.loads(line) for line in (tmp_path / "real" / "meta.jsonl").read_text().splitlines()]
-    assert {r["product"].removeprefix("real:") for r in records} <= stems
-    assert all(s.caption.endswith(" product") for s in index.samples)
-
-    def premultiplied(rgba):
-        ys, xs = np.nonzero(rgba[..., 3])
-        rgba = rgba[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.float32)
-        return np.dstack([rgba[..., :3] * rgba[..., 3:] / 255, rgba[..., 3]])
-
-    for record in records:  # each product file is the named cut-out at its own resolution
-        rgba = cv2.imread(str(tmp_path / "real" / record["image"].replace("images/", "products/")), -1)
-        source = cv2.imread(str(products_dir / f"{record['product'].removeprefix('real:')}.png"), -1)
-        assert rgba.shape[2] == 4 and max(rgba.shape[:2]) > 96
-        assert np.abs(premultiplied(rgba) - premultiplied(source)).max() < 1, record
-
-
 def test_product_search_bench_reports_every_class(tmp_path):
-    from bench.rfnet_lifestyle import make_lifestyle_set
+    from rfnet.data.scenes import make_set
 
-    data = make_lifestyle_set(str(tmp_path / "set"), n_per_class=1, image_size=96, seed=5)
+    data = make_set("lifestyle", str(tmp_path / "set"), n_per_class=1, image_size=96, seed=5)
     out = tmp_path / "search.json"
     args = ["--per-class", "1", "--threads", "1", "--out", str(out)]
     subprocess.run(
@@ -486,12 +427,12 @@ def test_error_breakdown_joins_predictions_to_how_each_lifestyle_image_was_drawn
     import pyarrow.parquet as pq
 
     from bench.rfnet_errors import breakdown, groupable_fields, main, read_meta
-    from bench.rfnet_lifestyle import make_lifestyle_set
     from pipelines.labels import DISPLAY_NAMES, LABELS
     from rfnet.data import read_rf1m
+    from rfnet.data.scenes import make_set
     from rfnet.evaluate import prediction_table
 
-    data = make_lifestyle_set(str(tmp_path / "set"), n_per_class=2, image_size=64, seed=3)
+    data = make_set("lifestyle", str(tmp_path / "set"), n_per_class=2, image_size=64, seed=3)
     meta = read_meta(f"{data}/meta.jsonl")
     samples = read_rf1m(data).samples
     images = [s.image.removeprefix(data + "/") for s in samples]

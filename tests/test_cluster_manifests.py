@@ -50,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
 DOCKERFILE = CLUSTER / "Dockerfile"
 LOCK = CLUSTER / "requirements.txt"
+LOCK_DEV = CLUSTER / "requirements-dev.txt"
 LAUNCHER = CLUSTER / "launcher-aws.yaml"
 DOCS = (REPO / "docs" / "cluster.md", CLUSTER / "README.md")
 
@@ -185,26 +186,32 @@ def dockerfile_args() -> dict[str, str]:
     return args
 
 
-def lock_pins() -> dict[str, tuple[str, frozenset[str]]]:
-    """``canonical name -> (version, extras)`` from cluster/requirements.txt (every line must pin)."""
+def lock_pins(lock: Path = LOCK) -> dict[str, tuple[str, frozenset[str]]]:
+    """``canonical name -> (version, extras)`` from a lock written by `make lock` (every requirement
+    an exact pin with its hashes)."""
     pins: dict[str, tuple[str, frozenset[str]]] = {}
-    for line in LOCK.read_text().splitlines():
-        if not line.strip() or line.startswith("#"):
+    text = re.sub(r"\\\n", " ", lock.read_text())  # join continuation lines
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
-        req = Requirement(line)
+        requirement, *options = line.split(" --")
+        assert options and all(o.startswith("hash=sha256:") for o in options), (
+            f"{lock.name}: {requirement!r} has no sha256 hashes (run `make lock`)"
+        )
+        req = Requirement(requirement)
         specs = list(req.specifier)
         assert len(specs) == 1 and specs[0].operator == "==", (
-            f"{LOCK.name}: {line!r} is not an exact pin (name==version)"
+            f"{lock.name}: {requirement!r} is not an exact pin (name==version)"
         )
         name = canonicalize_name(req.name)
-        assert name not in pins, f"{LOCK.name}: {req.name} is pinned twice"
+        assert name not in pins, f"{lock.name}: {req.name} is pinned twice"
         pins[name] = (specs[0].version, frozenset(req.extras))
     return pins
 
 
 def lock_python() -> str:
-    found = re.search(r"Generated with Python (\d+\.\d+)", LOCK.read_text())
-    assert found, f"{LOCK.name} header must say which Python generated it (rerun cluster/pin_requirements.py)"
+    found = re.search(r"^# Python (\d+\.\d+), ", LOCK.read_text(), re.MULTILINE)
+    assert found, f"{LOCK.name} header must say which Python it was resolved for (run `make lock`)"
     return found.group(1)
 
 
@@ -697,7 +704,7 @@ def test_ray_version_agrees_everywhere() -> None:
     )
     assert lock_pins()["ray"][0] == installed, (
         f"cluster/requirements.txt pins ray {lock_pins()['ray'][0]}, installed is {installed}: "
-        "run .venv/bin/python cluster/pin_requirements.py"
+        "run `make lock`"
     )
 
 
@@ -705,12 +712,12 @@ def test_torch_and_python_pins_agree() -> None:
     import torch
 
     args = dockerfile_args()
-    makefile_pin = re.search(r"^TORCH_CPU \?= torch==(\S+)$", (REPO / "Makefile").read_text(), re.MULTILINE)
-    assert makefile_pin, "Makefile must pin the CPU torch (TORCH_CPU ?= torch==X)"
+    makefile_pin = re.search(r"^TORCH_VERSION \?= (\S+)$", (REPO / "Makefile").read_text(), re.MULTILINE)
+    assert makefile_pin, "Makefile must pin the CPU torch (TORCH_VERSION ?= X)"
     pins = {
         "cluster/Dockerfile ARG TORCH_VERSION": args.get("TORCH_VERSION"),
         "cluster/requirements.txt": lock_pins()["torch"][0],
-        "Makefile TORCH_CPU": makefile_pin.group(1),
+        "Makefile TORCH_VERSION": makefile_pin.group(1),
         "installed torch (public version)": Version(torch.__version__).public,
     }
     assert len(set(pins.values())) == 1, f"torch pins disagree: {pins}"
@@ -726,20 +733,36 @@ def test_lock_file_pins_every_runtime_dependency() -> None:
         req = Requirement(text)
         name = canonicalize_name(req.name)
         assert name in pins, (
-            f"{req.name} is a dependency but not in cluster/requirements.txt: run cluster/pin_requirements.py"
+            f"{req.name} is a dependency but not in cluster/requirements.txt: run `make lock`"
         )
         version, extras = pins[name]
         assert req.specifier.contains(version, prereleases=True), (
             f"pinned {req.name}=={version} violates {text!r}"
         )
-        assert not extras, "cluster/requirements.txt doubles as a pip constraints file: no extras allowed"
+        assert not extras, (
+            "lock lines pin distributions, never extras (their requirements are pinned on their own)"
+        )
         for extra in req.extras:
             for sub_text in importlib.metadata.requires(req.name) or []:
                 sub = Requirement(sub_text)
                 if sub.marker is not None and sub.marker.evaluate({"extra": extra}):
                     assert canonicalize_name(sub.name) in pins, (
-                        f"{sub.name} (needed by {req.name}[{extra}]) is not pinned: run cluster/pin_requirements.py"
+                        f"{sub.name} (needed by {req.name}[{extra}]) is not pinned: run `make lock`"
                     )
+
+
+def test_the_two_locks_agree_and_leave_torchs_cuda_libraries_out() -> None:
+    runtime, dev = lock_pins(LOCK), lock_pins(LOCK_DEV)
+    assert set(runtime) <= set(dev), f"pinned for the image only: {sorted(set(runtime) - set(dev))}"
+    differ = {name: (v, dev[name][0]) for name, (v, _) in runtime.items() if dev[name][0] != v}
+    assert not differ, f"the image and the dev environment pin different versions: {differ}"
+    for test_dep in pyproject()["project"]["optional-dependencies"]["test"]:
+        assert canonicalize_name(Requirement(test_dep).name) in dev, f"{test_dep} is not in {LOCK_DEV.name}"
+    # The CUDA wheel of torch pins these itself; a CPU machine must never download them.
+    cuda = sorted(n for n in dev if n.startswith(("nvidia-", "cuda-")) or n == "triton")
+    assert not cuda, f"the locks pin torch's CUDA libraries: {cuda}"
+    makefile = (REPO / "Makefile").read_text()
+    assert "--require-hashes -r $(LOCK_DEV)" in makefile and "\nlock:" in makefile
 
 
 def test_dockerfile_runs_as_non_root_from_the_manifests_workdir() -> None:
@@ -756,7 +779,11 @@ def test_dockerfile_runs_as_non_root_from_the_manifests_workdir() -> None:
     )
     workdir = [rest for word, rest in instructions if word == "WORKDIR"][-1]
     runs = " ".join(rest for word, rest in instructions if word == "RUN")
-    for step in ("pip install -r /tmp/requirements.txt", "pip install --no-deps /app", "pip check"):
+    for step in (
+        "pip install --require-hashes -r /tmp/requirements.txt",
+        "pip install --no-deps /app",
+        "pip check",
+    ):
         assert step in runs, f"cluster/Dockerfile must run `{step}` (pinned closure, then the project as is)"
     copies = [rest.split() for word, rest in instructions if word == "COPY"]
     for parts in copies:

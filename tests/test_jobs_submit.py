@@ -135,6 +135,28 @@ def test_generate_job_submitted_to_a_ray_head(shared_ray, tmp_path, monkeypatch)
         # The job ran from the uploaded copy of the checkout (a gcs:// package), not from this directory.
         info = client.get_job_info(submission_id)
         assert str(info.runtime_env.get("working_dir", "")).startswith("gcs://_ray_pkg_"), info.runtime_env
+
+        # The GPU config on this CPU-only head: the job fails at once (not pending forever), its
+        # log's last line naming the fields that ask for GPUs, and writes nothing.
+        refused, refused_out = f"{submission_id}-gpu", tmp_path / "out-gpu"
+        gpu_entrypoint = [
+            "python", "-m", "jobs.generate", "--config", "jobs/configs/generate.yaml",
+            "--catalog", str(catalog), "--out", str(refused_out), "--no-inspect",
+        ]  # fmt: skip
+        started = time.monotonic()
+        submit = subprocess.run(
+            [
+                str(BIN / "ray"), "job", "submit", "--address", url, "--submission-id", refused,
+                "--working-dir", ".", "--", *gpu_entrypoint,
+            ],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert submit.returncode != 0 and time.monotonic() - started < 120, submit.stdout[-3000:]
+        assert client.get_job_status(refused) == JobStatus.FAILED
+        last = client.get_job_logs(refused).strip().splitlines()[-1]
+        assert last.startswith("reliable-ad generate: error: this cluster can never provide the GPU"), last
+        assert "generation.num_gpus=0.9" in last and "a Ray cluster without an autoscaler" in last
+        assert not refused_out.exists()
     finally:
         stop_head(head, f"127.0.0.1:{gcs_port}")
 

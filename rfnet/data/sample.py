@@ -1,7 +1,7 @@
 """A small sample catalog made by the project, for ``make demo`` and the tests (offline, seconds).
 
 Products are drawn procedurally (bottles, jars, cans, mugs, boxes, shoes... with shading and labels;
-see ``rfnet.data.synthetic.draw_product``) and saved as RGBA cut-outs; one is saved as an RGB image on
+see ``rfnet.data.scenes.draw_product``) and saved as RGBA cut-outs; one is saved as an RGB image on
 a white background to show the derived mask. ``--with-bad-rows`` appends rows that must end as
 ``status=error`` (missing file, corrupt file, fully transparent alpha, unsafe and duplicate sku_id,
 out-of-range image_scale, unsupported URI scheme, malformed JSON line).
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rfnet.data.synthetic import draw_product
+from rfnet.data.scenes import draw_product
 
 
 def write_sample_catalog(

@@ -575,13 +575,11 @@ def test_locate_product_does_not_settle_for_a_small_copy_inside_a_plain_product(
     # A near-black vase from the studio set: shrunk to a few pixels, the product fits inside its own
     # dark body better (at the refine size) than at its true size, where the outline carries the
     # resampling error. The check at twice the resolution picks the true size.
-    from bench.rfnet_studio import _make_sample, _rng
+    from rfnet.data.scenes import render_sample
     from rfnet.data.transforms import canonical_product
 
-    for label, index in ((1, 19), (3, 325)):
-        rng = _rng(7, label, index)
-        rng.integers(0, 2**62)  # the sample's file name, as make_studio_set draws it
-        sample = _make_sample(rng, label, 128)
+    for label, index in ((0, 19), (2, 325)):
+        sample = render_sample("studio", label, index, image_size=128, seed=7)
         image = torch.from_numpy(sample.image).permute(2, 0, 1)[None].float() / 255
         product = torch.from_numpy(canonical_product(sample.product, 64)).permute(2, 0, 1)[None].float() / 255
         found = torch.ones(1, dtype=torch.bool)

@@ -8,14 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rfnet.data import Sample, load_example, make_synthetic_set, read_rf1m, to_ray_dataset
+from rfnet.data import Sample, load_example, read_rf1m, to_ray_dataset
+from rfnet.data.scenes import make_set
 
 pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
 def synthetic_samples(tmp_path_factory) -> list[Sample]:
-    root = make_synthetic_set(str(tmp_path_factory.mktemp("syn")), n_per_class=3, image_size=64, seed=0)
+    root = make_set("synthetic", str(tmp_path_factory.mktemp("syn")), n_per_class=3, image_size=64, seed=0)
     return read_rf1m(root).samples
 
 

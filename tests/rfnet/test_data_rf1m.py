@@ -166,10 +166,11 @@ def test_reads_the_fixture_from_s3(s3_bucket):
 def test_synthetic_set_and_label_import_on_s3(s3_bucket, tmp_path):
     import csv
 
-    from rfnet.data import import_labels, make_synthetic_set
+    from rfnet.data import import_labels
+    from rfnet.data.scenes import make_set
 
     root = f"s3://{s3_bucket.name}/synthetic"
-    make_synthetic_set(root, n_per_class=1, image_size=48, seed=0)
+    make_set("synthetic", root, n_per_class=1, image_size=48, seed=0)
     index = read_rf1m(root)
     assert len(index.samples) == 6 and not index.problems
     assert load_example(index.samples[0], image_size=16, product_size=16)["has_product"]

@@ -22,9 +22,11 @@ from rfnet.evaluate import build_report, evaluate_rfnet, render_confusion, rende
 
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory) -> str:
-    from rfnet.data.synthetic import make_synthetic_set
+    from rfnet.data.scenes import make_set
 
-    return make_synthetic_set(str(tmp_path_factory.mktemp("eval-set")), n_per_class=2, image_size=64, seed=1)
+    return make_set(
+        "synthetic", str(tmp_path_factory.mktemp("eval-set")), n_per_class=2, image_size=64, seed=1
+    )
 
 
 def constant_model(directory, favourite: int, meta: dict | None = None) -> float:

@@ -28,7 +28,8 @@ def test_small_preset_fine_tunes_the_shipped_weights_of_exactly_its_architecture
     copied, kept = init_from(model, "builtin:small")
     assert set(kept) <= {"tree_feature", "tree_threshold", "tree_leaf", "tree_base", "tree_weight"}
     assert len(copied) + len(kept) == len(model.state_dict())
-    assert meta["pretrain"]["data"]["generator"] == "rfnet.data.synthetic"
+    # the synthetic scene set (named by its module when the weights were exported)
+    assert meta["pretrain"]["data"]["generator"] in ("synthetic", "rfnet.data.synthetic")
     # The tiny preset (tests) and random sources are not affected.
     assert load_config(TrainRFNetConfig, preset="tiny").init_from is None
 
@@ -42,10 +43,10 @@ def test_unknown_builtin_name_says_what_is_shipped():
 def test_builtin_small_judges_synthetic_defects_it_has_not_seen(tmp_path):
     """The shipped inspector is a working one: on a freshly drawn synthetic set (a data seed it was
     not trained on) it is far above chance (1/6) on every class."""
-    from rfnet.data.synthetic import make_synthetic_set
+    from rfnet.data.scenes import make_set
     from rfnet.evaluate import evaluate_rfnet
 
-    data = make_synthetic_set(str(tmp_path / "set"), n_per_class=25, image_size=128, seed=424242)
+    data = make_set("synthetic", str(tmp_path / "set"), n_per_class=25, image_size=128, seed=424242)
     cfg = load_config(
         EvaluateConfig,
         overrides={"rfnet": "builtin:small", "data": data, "out": str(tmp_path / "eval"), "split": "all"},
@@ -123,9 +124,9 @@ def test_pretrain_command_writes_a_loadable_checkpoint_with_its_provenance(ray_c
 
 def test_pretraining_set_mixes_generators_without_losing_a_sample_or_caption(tmp_path):
     from rfnet.data.rf1m import read_rf1m
-    from rfnet.pretrain import SYNTHETIC, build_data, resolve_generator
+    from rfnet.pretrain import SYNTHETIC, build_data
 
-    generators = [SYNTHETIC, "bench.rfnet_quality:make_alt_set"]
+    generators = [SYNTHETIC, "alt"]
     data = build_data(generators, str(tmp_path), n_per_class=3, image_size=64, seed=2)
     index = read_rf1m(data)
     assert not index.problems
@@ -136,7 +137,5 @@ def test_pretraining_set_mixes_generators_without_losing_a_sample_or_caption(tmp
     # Rebuilding reuses the parts and gives the same set.
     again = read_rf1m(build_data(generators, str(tmp_path), n_per_class=3, image_size=64, seed=2))
     assert [(s.image, s.label) for s in again.samples] == [(s.image, s.label) for s in index.samples]
-    with pytest.raises(SystemExit, match="MODULE:FUNCTION"):
-        resolve_generator("rfnet.data.synthetic")
-    with pytest.raises(SystemExit, match="no_such_set"):
-        resolve_generator("rfnet.data.synthetic:no_such_set")
+    with pytest.raises(SystemExit, match="'no_such_set': not a scene set; choose from synthetic, alt"):
+        build_data(["no_such_set"], str(tmp_path), n_per_class=3, image_size=64, seed=2)

@@ -1,4 +1,4 @@
-"""The synthetic defect set: reproducible, in the RF1M layout, product unchanged, defects real."""
+"""The ``synthetic`` scene set: reproducible, in the RF1M layout, product unchanged, defects real."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from pipelines.labels import LABELS
-from rfnet.data import load_example, make_synthetic_set, read_rf1m, render_sample
+from rfnet.data import load_example, read_rf1m
+from rfnet.data.scenes import make_set, render_sample
 
 SIZE = 96
 
@@ -20,9 +21,9 @@ def files(root: Path) -> dict[str, bytes]:
 
 
 def test_set_is_reproducible_balanced_and_readable(tmp_path):
-    a = make_synthetic_set(str(tmp_path / "a"), n_per_class=4, image_size=SIZE, seed=3)
-    make_synthetic_set(str(tmp_path / "b"), n_per_class=4, image_size=SIZE, seed=3)
-    make_synthetic_set(str(tmp_path / "c"), n_per_class=4, image_size=SIZE, seed=4)
+    a = make_set("synthetic", str(tmp_path / "a"), n_per_class=4, image_size=SIZE, seed=3)
+    make_set("synthetic", str(tmp_path / "b"), n_per_class=4, image_size=SIZE, seed=3)
+    make_set("synthetic", str(tmp_path / "c"), n_per_class=4, image_size=SIZE, seed=4)
     assert files(tmp_path / "a") == files(tmp_path / "b")
     assert files(tmp_path / "a")["label.txt"] != files(tmp_path / "c")["label.txt"]
 
@@ -35,8 +36,8 @@ def test_set_is_reproducible_balanced_and_readable(tmp_path):
 
 
 def test_growing_the_set_keeps_earlier_samples(tmp_path):
-    make_synthetic_set(str(tmp_path / "small"), n_per_class=2, image_size=SIZE, seed=0, image_format="jpg")
-    make_synthetic_set(str(tmp_path / "big"), n_per_class=5, image_size=SIZE, seed=0, image_format="jpg")
+    make_set("synthetic", str(tmp_path / "small"), n_per_class=2, image_size=SIZE, seed=0, image_format="jpg")
+    make_set("synthetic", str(tmp_path / "big"), n_per_class=5, image_size=SIZE, seed=0, image_format="jpg")
     small, big = files(tmp_path / "small"), files(tmp_path / "big")
     images = {k: v for k, v in small.items() if k.startswith(("images/", "products/"))}
     assert len(images) == 24 and all(big[k] == v for k, v in images.items())
@@ -47,7 +48,7 @@ def test_growing_the_set_keeps_earlier_samples(tmp_path):
 
 def product_region(r):
     """The image crop under the product's box and the product's alpha, clipped to the frame."""
-    x0, y0, x1, y1 = r.box
+    x0, y0, x1, y1 = r.scene["product_box"]
     size = r.image.shape[0]
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, size), min(y1, size)
     crop = r.image[cy0:cy1, cx0:cx1].astype(int)
@@ -58,7 +59,7 @@ def product_region(r):
 def test_product_pixels_are_pasted_unchanged():
     for label in range(6):
         for index in range(5):
-            r = render_sample(label, index, image_size=SIZE, seed=1)
+            r = render_sample("synthetic", label, index, image_size=SIZE, seed=1)
             crop, product = product_region(r)
             opaque = product[..., 3] == 255
             assert opaque.sum() > 50, (LABELS[label], index)
@@ -70,7 +71,7 @@ def ring_stats(r, width=3):
     share of ring pixels with (nearly) the product's colour."""
     size = r.image.shape[0]
     mask = np.zeros((size, size), np.uint8)
-    x0, y0, x1, y1 = r.box
+    x0, y0, x1, y1 = r.scene["product_box"]
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, size), min(y1, size)
     mask[cy0:cy1, cx0:cx1] = (r.product[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0, 3] > 127) * 255
     grown = cv2.dilate(mask, np.ones((2 * width + 1, 2 * width + 1), np.uint8))
@@ -83,7 +84,7 @@ def ring_stats(r, width=3):
 def test_defects_are_what_the_labels_say():
     n = 24
     stats = {
-        label: [ring_stats(render_sample(label, i, image_size=SIZE, seed=2)) for i in range(n)]
+        label: [ring_stats(render_sample("synthetic", label, i, image_size=SIZE, seed=2)) for i in range(n)]
         for label in range(6)
     }
     available, indistinct, hallucination = (
@@ -110,7 +111,10 @@ def test_no_single_global_statistic_separates_the_classes():
 
     n = 40
     x = np.array(
-        [[statistics(render_sample(c, i, image_size=SIZE, seed=9).image) for i in range(n)] for c in range(6)]
+        [
+            [statistics(render_sample("synthetic", c, i, image_size=SIZE, seed=9).image) for i in range(n)]
+            for c in range(6)
+        ]
     )
     y = np.repeat(np.arange(6), n).reshape(6, n)
     train, test = (slice(0, n // 2), slice(n // 2, n))
@@ -132,14 +136,19 @@ def test_fast_enough():
     start = time.perf_counter()
     for i in range(20):
         for label in range(6):
-            render_sample(label, i, image_size=128, seed=0)
+            render_sample("synthetic", label, i, image_size=128, seed=0)
     per_image = (time.perf_counter() - start) / 120
     assert per_image < 0.05, f"{per_image * 1000:.1f} ms per 128 px image"
 
 
 def test_real_products(tmp_path, products_dir):
-    root = make_synthetic_set(
-        str(tmp_path / "real"), n_per_class=2, image_size=SIZE, seed=0, products_dir=str(products_dir)
+    root = make_set(
+        "synthetic",
+        str(tmp_path / "real"),
+        n_per_class=2,
+        image_size=SIZE,
+        seed=0,
+        products_dir=str(products_dir),
     )
     index = read_rf1m(root)
     assert len(index.samples) == 12 and all(s.caption.endswith(" product") for s in index.samples)
@@ -149,14 +158,14 @@ def test_real_products(tmp_path, products_dir):
 
 def test_bad_arguments_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="n_per_class"):
-        make_synthetic_set(str(tmp_path), n_per_class=0, image_size=64, seed=0)
+        make_set("synthetic", str(tmp_path), n_per_class=0, image_size=64, seed=0)
     with pytest.raises(ValueError, match="image_size"):
-        make_synthetic_set(str(tmp_path), n_per_class=1, image_size=16, seed=0)
+        make_set("synthetic", str(tmp_path), n_per_class=1, image_size=16, seed=0)
     with pytest.raises(ValueError, match="image_format"):
-        make_synthetic_set(str(tmp_path), n_per_class=1, image_size=64, seed=0, image_format="gif")
+        make_set("synthetic", str(tmp_path), n_per_class=1, image_size=64, seed=0, image_format="gif")
     with pytest.raises(ValueError, match="no usable"):
-        make_synthetic_set(
-            str(tmp_path / "o"), n_per_class=1, image_size=64, seed=0, products_dir=str(tmp_path)
+        make_set(
+            "synthetic", str(tmp_path / "o"), n_per_class=1, image_size=64, seed=0, products_dir=str(tmp_path)
         )
 
 
@@ -168,7 +177,16 @@ def test_the_command_runs_cleanly_as_documented(tmp_path):
     out = tmp_path / "set"
     args = ["--out", str(out), "--n-per-class", "1", "--image-size", "64", "--seed", "1"]
     proc = subprocess.run(
-        [sys.executable, "-W", "error::RuntimeWarning", "-m", "rfnet.data.synthetic", *args],
+        [
+            sys.executable,
+            "-W",
+            "error::RuntimeWarning",
+            "-m",
+            "rfnet.data.scenes",
+            "--set",
+            "synthetic",
+            *args,
+        ],
         cwd=repo,
         capture_output=True,
         text=True,

@@ -168,9 +168,11 @@ def test_descriptor_stats_come_from_the_examples_with_a_product():
 
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory) -> str:
-    from rfnet.data.synthetic import make_synthetic_set
+    from rfnet.data.scenes import make_set
 
-    return make_synthetic_set(str(tmp_path_factory.mktemp("tiny-set")), n_per_class=5, image_size=64, seed=0)
+    return make_set(
+        "synthetic", str(tmp_path_factory.mktemp("tiny-set")), n_per_class=5, image_size=64, seed=0
+    )
 
 
 def last_checkpoint(out: str) -> dict:
