@@ -9,7 +9,7 @@ model stages are split in two:
   stage instance (``GenerateStage``, ``InspectStage``) with the stage's resources (GPUs, CPUs, custom
   resources), ``max_restarts=-1`` and ``max_task_retries`` = :data:`WORKER_RETRIES`;
 - :class:`StageProxy` is the Ray Data callable class each wave maps its batches with: a light actor
-  (no model, no torch import, a tenth of a CPU) that hands each batch to the least busy worker and
+  (no model, no torch import, no CPU reserved) that hands each batch to the least busy worker and
   returns its output. Ray Data still streams, bounds what is in flight and retries a proxy that dies;
   the proxies of consecutive (and overlapping) waves share the same workers.
 
@@ -36,7 +36,9 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 WORKER_RETRIES = 3  # calls retried on a restarted worker before the batch's rows fail
-PROXY_NUM_CPUS = 0.1  # a proxy only forwards batches
+# A proxy only forwards batches and waits: it reserves no CPU, so it can neither starve preparation
+# and write tasks of logical CPUs nor wait for them (a local Ray has few).
+PROXY_NUM_CPUS = 0
 PROXY_CONCURRENCY = 2  # batches a proxy keeps in flight: the worker starts the next as one finishes
 
 
