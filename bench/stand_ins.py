@@ -9,6 +9,10 @@ catalog scale on a CPU (``python -m bench.cpu_scale --stages stand-in``).
   p = 0.564), and a rejected attempt gets a defect label from the same hash, so retries are planned
   and steered as in a real run.
 
+- :func:`driver_only` takes Ray out altogether: the driver runs its waves against in-process stand-ins
+  that return the rows the pipeline would (no image is made or written), so the driver's memory can
+  be measured at a million items in minutes (``--stages driver-only``).
+
 Nothing here belongs in the package: a run that used them would produce meaningless images.
 """
 
@@ -16,6 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from unittest import mock
 
 import numpy as np
 
@@ -75,3 +82,88 @@ class HashScorer:
         batch["p_available"] = p
         batch["accepted"] = accepted
         return batch
+
+
+# ----------------------------------------------------------------------------------------------------
+# The driver alone: waves simulated in this process.
+
+
+class InProcessWave:
+    """Stands in for a wave's Ray Data dataset: ``iter_batches`` yields, in blocks, the attempt rows
+    the real pipeline would return for the wave's work rows (URIs of images that are never written,
+    the :class:`HashScorer`'s verdicts), so the driver does all its own work and nothing else runs."""
+
+    def __init__(self, rows: list[dict], cfg, out: str, block_rows: int, counter: list[int]):
+        self.rows, self.cfg, self.out, self.block_rows, self.counter = rows, cfg, out, block_rows, counter
+
+    def iter_batches(self, batch_size=None, batch_format="pyarrow"):
+        import pyarrow as pa
+
+        from pipelines.writer import image_uri, product_uri
+
+        scorer = HashScorer(threshold=self.cfg.inspect.threshold)
+        for start in range(0, len(self.rows), self.block_rows):
+            block = self.rows[start : start + self.block_rows]
+            n = len(block)
+            batch = {k: np.array([r[k] for r in block], dtype=object) for k in ("sku_id", "error")}
+            batch["attempt"] = np.array([r["attempt"] for r in block])
+            scored = scorer(batch) if self.cfg.inspect.enabled else batch
+            table = {k: [r[k] for r in block] for k in block[0]}
+            table.update(
+                image=[image_uri(self.out, r["sku_id"], r["attempt"]) for r in block],
+                product=[product_uri(self.out, r["sku_id"]) for r in block],
+                content_hash=["0123456789abcdef"] * n,
+                **{k: [0.001] * n for k in ("prepare_s", "generate_s", "write_s")},
+            )
+            if self.cfg.inspect.enabled:
+                for k in [f"prob_{name}" for name in LABELS] + ["label", "p_available", "accepted"]:
+                    table[k] = scored[k].tolist()
+                table["inspect_s"] = [0.001] * n
+            self.counter[0] += n
+            yield pa.table(table)
+
+
+class InProcessPool:
+    """Stands in for a :class:`pipelines.pool.StagePool` (no workers)."""
+
+    def __init__(self, counter: list[int]):
+        self.counter, self.created = counter, time.monotonic()
+
+    def done_rows(self) -> int:
+        return self.counter[0]
+
+    def stats(self) -> dict[str, float]:
+        return {
+            "starts": 1,
+            "setup_s": 0.0,
+            "rows": self.counter[0],
+            "capacity_s": time.monotonic() - self.created,
+        }
+
+    close = stats
+
+
+@contextmanager
+def driver_only(block_rows: int = 64) -> Iterator[None]:
+    """Within the block, a catalog run needs no Ray: waves are :class:`InProcessWave`, the pools
+    :class:`InProcessPool`, the resource check is skipped. The driver's own work is all real."""
+    import pipelines.resources
+    import pipelines.runner as runner
+
+    counter = [0]
+
+    def pools(self):
+        if not self.pools:
+            self.pools["generation"] = InProcessPool(counter)
+        return self.pools["generation"], None
+
+    def waves(rows, cfg, out, generation, inspection=None):
+        return InProcessWave(rows, cfg, out, block_rows, counter)
+
+    with ExitStack() as stack:
+        stack.enter_context(
+            mock.patch.object(pipelines.resources, "require_catalog_resources", lambda cfg: None)
+        )
+        stack.enter_context(mock.patch.object(runner.CatalogRun, "_pools_for_run", pools))
+        stack.enter_context(mock.patch.object(runner, "build_wave_dataset", waves))
+        yield

@@ -62,6 +62,8 @@ logger = logging.getLogger(__name__)
 LEASE_TTL_S = 600.0
 WAVES_IN_FLIGHT = 2  # a wave draining and the next one filling
 POLL_S = 0.5  # how often the driver asks the generation pool how far it got
+FLUSH_ROWS = 16384  # attempt rows that trigger a flush before run.flush_interval_s (~3 KB each in memory)
+EVENTS_QUEUED = 64  # output batches waiting for the driver; more blocks the waves (Ray Data backpressure)
 
 
 def ensure_ray(cfg: GenerateConfig) -> None:
@@ -287,7 +289,7 @@ class CatalogRun:
     def _execute(self) -> None:
         """Run waves until every item is decided. When a wave fails, no wave is started any more; the
         running ones finish (their rows are recorded and flushed), then the first error is raised."""
-        events: queue.Queue = queue.Queue()
+        events: queue.Queue = queue.Queue(maxsize=EVENTS_QUEUED)
         running: dict[int, WaveExecution] = {}
         failure: BaseException | None = None
         last_flush = time.monotonic()
@@ -310,11 +312,16 @@ class CatalogRun:
                 elif kind == "error":
                     running.pop(wave)
                     failure = failure or payload
-                if time.monotonic() - last_flush >= self.cfg.run.flush_interval_s:
+                if (
+                    time.monotonic() - last_flush >= self.cfg.run.flush_interval_s
+                    or len(self.attempt_buffer) >= FLUSH_ROWS
+                ):
                     self._flush()
                     last_flush = time.monotonic()
                 self.progress.maybe_log()
         finally:
+            for wave in running.values():  # only when the loop raised
+                wave.abandon()
             self._flush()
         if failure is not None:
             raise failure

@@ -173,6 +173,7 @@ class WaveExecution:
         self.planned = {(item.sku_id, plan.attempt) for item, plan in plans}
         self.t0 = time.monotonic()
         self._dataset, self._events = dataset, events
+        self._abandoned = threading.Event()
         self._thread = threading.Thread(target=self._iterate, name=f"wave-{wave}", daemon=True)
         self._thread.start()
 
@@ -180,11 +181,27 @@ class WaveExecution:
         wave = self.stats.wave
         try:
             for batch in self._dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-                self._events.put(("batch", wave, batch))
+                if not self._put(("batch", wave, batch)):
+                    return
         except BaseException as exc:  # handed to the driver's thread, which raises it
-            self._events.put(("error", wave, exc))
+            self._put(("error", wave, exc))
         else:
-            self._events.put(("done", wave, None))
+            self._put(("done", wave, None))
+
+    def _put(self, event: tuple) -> bool:
+        """Queue ``event`` for the driver (waiting while the queue is full); ``False`` once the
+        driver has stopped listening (:meth:`abandon`)."""
+        while not self._abandoned.is_set():
+            try:
+                self._events.put(event, timeout=1.0)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def abandon(self) -> None:
+        """The driver stops reading this wave (it is failing): the thread ends at its next batch."""
+        self._abandoned.set()
 
     def finish(self) -> WaveStats:
         self.stats.wall_s = time.monotonic() - self.t0

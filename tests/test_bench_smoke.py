@@ -140,6 +140,22 @@ def test_scale_bench_measures_the_driver_with_stand_in_stages(tmp_path, shared_r
     assert 0 < run["items_in_flight_peak"] < 300  # the driver never held the whole catalog
 
 
+def test_driver_only_scale_bench_runs_the_driver_without_ray(tmp_path):
+    # Waves in process (no Ray): the driver's own work (catalog stream, planning, deciding, tables,
+    # summary, report, manifest) over a catalog twenty times a chunk, with items in flight bounded.
+    out = tmp_path / "scale.json"
+    proc = run_module(
+        "bench.cpu_scale", "--stages", "driver-only", "--items", "2000", "--distinct", "4",
+        "--set", "run.chunk_size=100", "--work-dir", str(tmp_path / "w"), "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = json.loads(out.read_text())["runs"]["2000"]
+    assert sum(run["counts"].values()) == 2000 and run["counts"]["error"] == 0
+    assert run["counts"]["exhausted"] > 0 and run["attempts_total"] > 2000  # retries happened
+    assert run["waves"] >= 20 and run["peak_processes"] == 1  # no Ray process
+    assert 0 < run["items_in_flight_peak"] < 1000
+
+
 def test_jpeg_round_trip_compresses_rgb_images_in_place_of_the_originals():
     import torch
 
