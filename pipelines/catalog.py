@@ -6,7 +6,9 @@ local or ``s3://``.
 
 Columns: ``sku_id`` (required, non-empty string), ``image`` (required: path relative to the catalog
 file, absolute path, ``file://`` or ``s3://`` URI), optional ``prompt``, ``negative_prompt``,
-``caption``, ``image_scale`` (0 < s <= 1), ``seed`` (int >= 0). Other columns are ignored (logged once).
+``caption``, ``image_scale`` (0 < s <= 1), ``seed`` (int >= 0), ``image_sha256`` (the hex SHA-256 of
+the image file: refresh then compares it instead of the file's listing metadata). Other columns are
+ignored (logged once).
 
 A bad row never raises: :class:`CatalogReader` (a stream of chunks; :func:`read_catalog` reads them all)
 returns it as a :class:`RowError` with a precise reason, and the run writes it to ``results/`` with
@@ -35,6 +37,7 @@ import json
 import logging
 import math
 import os
+import re
 import unicodedata
 import warnings
 from collections.abc import Iterator
@@ -54,10 +57,20 @@ from pipelines.seen import SeenSkus
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-KNOWN_COLUMNS = ("sku_id", "image", "prompt", "negative_prompt", "caption", "image_scale", "seed")
+KNOWN_COLUMNS = (
+    "sku_id",
+    "image",
+    "prompt",
+    "negative_prompt",
+    "caption",
+    "image_scale",
+    "seed",
+    "image_sha256",
+)
 RGBA_MODES = ("RGBA", "LA", "PA")
 WHITE_BACKGROUND_MODES = ("RGB", "L", "1", "P", "CMYK", "YCbCr")
 WHITE_THRESHOLD = 240  # px value, the default of prepare.white_threshold
+SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def white_background(rgb: np.ndarray, white_threshold: int = WHITE_THRESHOLD) -> np.ndarray:
@@ -88,9 +101,11 @@ class CatalogItem:
     caption: str = ""
     image_scale: float | None = None
     seed: int | None = None
+    image_sha256: str | None = None  # the catalog's SHA-256 of the image file (64 lower-case hex digits)
 
     def fields_hash(self) -> str:
-        """Hash of the row's fields (not the image bytes), part of the refresh content hash."""
+        """Hash of the row's fields (not the image bytes, and not ``image_sha256``, which only says
+        what the bytes are), part of the refresh content hash."""
         data = [
             self.sku_id,
             self.image,
@@ -379,6 +394,14 @@ def validate_row(raw: dict[str, Any], row: int, base: str) -> CatalogItem | RowE
         if seed < 0 or seed >= 2**63:
             return err(f"seed must be in [0, 2**63), got {seed}")
         fields["seed"] = seed
+    digest = raw.get("image_sha256")
+    if digest is not None:
+        if not isinstance(digest, str) or not SHA256_HEX.fullmatch(digest.strip()):
+            return err(
+                f"image_sha256 must be the 64-digit hex SHA-256 of the image file, got {digest!r} "
+                "(leave the field empty to let refresh compare the file's listing metadata instead)"
+            )
+        fields["image_sha256"] = digest.strip().lower()
     return CatalogItem(row=row, sku_id=sku, image=image_uri, **fields)
 
 

@@ -9,8 +9,9 @@ memory) and hands the run the items that need work, ``n`` at a time:
   entries kept;
 - items with attempts but no result (a resumed run) come back with their attempt history, to be
   decided or continued at their next attempt;
-- in ``refresh`` mode, items whose content is unchanged since the manifest are skipped
-  (:func:`pipelines.refresh.select_changed`, per chunk).
+- every chunk goes through the run's :class:`pipelines.refresh.ChangeDetector`: in ``refresh`` mode
+  items whose content is unchanged since the manifest are skipped; in both modes each item to process
+  carries its image identity (listed before its bytes are read) for its manifest row.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.catalog import Catalog, CatalogItem, CatalogReader
+from pipelines.catalog import CatalogItem, CatalogReader
 from pipelines.config import GenerateConfig
 from pipelines.items import STATE_FIELDS, ItemState, compact
-from pipelines.refresh import manifest_entry
+from pipelines.refresh import ChangeDetector, ManifestUpdates
 from pipelines.seen import sku_key
 from pipelines.store import ATTEMPT_SCHEMA, RESULT_SCHEMA, OutputStore, now, to_table
 
@@ -113,18 +114,21 @@ class CatalogFeed:
         config_hash: str,
         finished: Finished,
         histories: dict[str, dict[int, dict[str, Any]]],
+        manifest: ManifestUpdates,
         on_bad_rows: Callable[[int], None],
-        on_finished: Callable[[dict[str, Any]], None],
         on_skipped: Callable[[int], None],
     ):
         self.reader, self.store, self.cfg = reader, store, cfg
         self.run_id, self.mode, self.config_hash = run_id, mode, config_hash
-        self.finished, self.histories = finished, histories
-        self.on_bad_rows, self.on_finished, self.on_skipped = on_bad_rows, on_finished, on_skipped
+        self.finished, self.histories, self.manifest = finished, histories, manifest
+        self.on_bad_rows, self.on_skipped = on_bad_rows, on_skipped
+        # generate processes every item, but records the image identities the next refresh compares
+        self.detector = ChangeDetector(store, cfg, config_hash, process_all=mode == "generate")
         self._chunks = iter(reader)
         self._ready: deque[ItemState] = deque()
         self.exhausted = False
         self.skipped = 0  # refresh: unchanged items
+        self.images_read = self.bytes_read = 0  # refresh: images read to decide whether they changed
         self.finished_before = 0  # items of this run finished by an earlier driver
 
     def take(self, n: int) -> list[ItemState]:
@@ -139,29 +143,39 @@ class CatalogFeed:
                 self._admit(chunk)
         return [self._ready.popleft() for _ in range(min(n, len(self._ready)))]
 
+    def removed(self) -> list[str]:
+        """Live manifest items the catalog no longer has (once the whole catalog was read)."""
+        return self.detector.removed()
+
     def _admit(self, chunk) -> None:
         self._write_bad_rows(chunk)
-        todo = []
+        todo, done = [], []
         for item, result in zip(chunk.items, self.finished.lookup(chunk.items), strict=True):
-            if result is None:
-                todo.append(item)
-            else:
-                self.finished_before += 1
-                self.on_finished(manifest_entry(item, result, self.config_hash))
-        if self.mode == "refresh" and todo:
-            from pipelines.refresh import select_changed
-
-            todo, skipped, _ = select_changed(
-                Catalog(self.reader.source, self.reader.format, items=todo),
-                self.store,
-                self.cfg,
-                self.config_hash,
-            )
-            self.skipped += len(skipped)
-            self.on_skipped(len(skipped))
-        for item in todo:
+            (todo if result is None else done).append((item, result))
+        if done:  # finished by an earlier session: its manifest row, with the identity known before
+            self.finished_before += len(done)
+            known = self.detector.known([item for item, _ in done])
+            for (item, result), identity in zip(done, known, strict=True):
+                self.manifest.add(item, result, identity, earlier_session=True)
+        attempted = {
+            it.sku_id: self.histories.pop(it.sku_id) for it, _ in todo if it.sku_id in self.histories
+        }
+        sel = self.detector.select(item for item, _ in todo)
+        self.manifest.refreshed.update(sel.refreshed)
+        self.images_read += sel.images_read
+        self.bytes_read += sel.bytes_read
+        if sel.skipped:
+            self.skipped += len(sel.skipped)
+            self.on_skipped(len(sel.skipped))
+        earlier = [it for it in sel.todo if it.sku_id in attempted]
+        known = dict(zip((it.sku_id for it in earlier), self.detector.known(earlier), strict=True))
+        for item in sel.todo:
             state = ItemState(item)
-            state.attempts = self.histories.pop(item.sku_id, {})
+            state.attempts = attempted.get(item.sku_id, {})
+            if item.sku_id in known:  # attempted by an earlier session: its bytes may predate the listing
+                state.identity, state.earlier_session = known[item.sku_id], True
+            else:
+                state.identity = sel.identities.get(item.sku_id)
             self._ready.append(state)
 
     def _write_bad_rows(self, chunk) -> None:

@@ -20,7 +20,7 @@ from PIL import Image
 
 from pipelines.batch import Batch, num_rows, row_errors
 from pipelines.config import GenerateConfig
-from pipelines.device import place
+from pipelines.device import Placement, place
 from pipelines.models import identity, load_components, make_scheduler
 from pipelines.prepare import composite_on, paste_back
 
@@ -140,21 +140,33 @@ class GenerateStage:
         pipe.set_progress_bar_config(disable=True)
         self.reuse_conditioning = ReuseConditioning(pipe.controlnet.controlnet_cond_embedding)
         pipe.controlnet.controlnet_cond_embedding = self.reuse_conditioning
+        self.compile_cache = None
+        if g.compile:  # compiled graphs persist across runs (pipelines.cache)
+            from pipelines.cache import configure_compile_cache
+
+            self.compile_cache = configure_compile_cache(
+                self.placement.device, compile_settings(cfg, self.placement)
+            )
         speed_up(pipe, channels_last=g.channels_last, fuse_qkv=g.fuse_qkv, compile=g.compile)
         self.pipe = pipe
         self.load_s = time.perf_counter() - t0
         self.compile_s = 0.0
-        if g.compile:  # torch.compile is lazy: the first batch at the real shape compiles
+        compiled = ""
+        # torch.compile is lazy: the first batch at the real shape compiles
+        if self.compile_cache is not None:
             t1 = time.perf_counter()
             self._warm_up()
             self.compile_s = time.perf_counter() - t1
+            hits = self.compile_cache.report()
+            compiled = f" (FX graph cache {hits['hits']} hits, {hits['misses']} misses)"
         logger.info(
-            "generation actor ready: %s on %s/%s, load %.1f s, compile %.1f s",
+            "generation actor ready: %s on %s/%s, load %.1f s, compile %.1f s%s",
             m.base,
             self.placement.device,
             self.placement.dtype,
             self.load_s,
             self.compile_s,
+            compiled,
         )
 
     def _warm_up(self) -> None:
@@ -247,6 +259,22 @@ class GenerateStage:
         batch["generate_batch_s"] = np.full(n, elapsed, np.float32)
         del batch["mask_image"], batch["control_image"]
         return batch
+
+
+def compile_settings(cfg: GenerateConfig, placement: Placement) -> dict[str, object]:
+    """What shapes the compiled UNet/ControlNet graphs: the compile cache's settings key."""
+    g = cfg.generation
+    ids = {k: v for k, v in model_ids(cfg).items() if k != "rfnet_model"}
+    return {
+        **ids,
+        "lora_scale": cfg.models.lora_scale if cfg.models.lora else None,
+        "dtype": str(placement.dtype),
+        "resolution": cfg.prepare.resolution,
+        "batch_size": g.batch_size,
+        "cfg": g.guidance_scale > 1.0,  # classifier-free guidance doubles the UNet batch
+        "channels_last": g.channels_last,
+        "fuse_qkv": g.fuse_qkv,
+    }
 
 
 def model_ids(cfg: GenerateConfig) -> dict[str, str]:

@@ -15,6 +15,7 @@ from typing import Any
 from pipelines.attempts import AttemptPlan, PreviousAttempt, plan_attempt
 from pipelines.catalog import CatalogItem
 from pipelines.config import GenerateConfig
+from pipelines.refresh import ImageIdentity
 
 PERMANENT_ERROR_PREFIX = "invalid input:"
 
@@ -43,6 +44,8 @@ class ItemState:
     attempts: dict[int, dict[str, Any]] = field(default_factory=dict)  # attempt number -> compact row
     result: dict[str, Any] | None = None
     planned: int = 0  # the attempt in flight (0: none)
+    identity: ImageIdentity | None = None  # the image as listed before its bytes were read (refresh)
+    earlier_session: bool = False  # attempted by an earlier session of a resumed run
 
     def history(self) -> list[PreviousAttempt]:
         return [

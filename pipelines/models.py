@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from pipelines import storage
+from pipelines import cache, storage
 
 logger = logging.getLogger(__name__)
 
@@ -85,20 +85,18 @@ def parse_source(source: str, revision: str | None = None) -> Source:
     )
 
 
-def cache_dir() -> Path:
-    """Local cache for model sources fetched from S3 (``RELIABLE_AD_CACHE`` overrides)."""
-    return Path(os.environ.get("RELIABLE_AD_CACHE", Path.home() / ".cache" / "reliable-ad"))
-
-
 def fetch_s3_prefix(uri: str) -> Path:
-    """Mirror ``s3://bucket/prefix`` into the local cache and return the local directory.
+    """Mirror ``s3://bucket/prefix`` into the local cache (:mod:`pipelines.cache`) and return the
+    local directory.
 
-    Files whose size and ETag match the cached copy are not downloaded again; a ``.complete`` marker
-    written last makes a half-finished download detectable.
+    The ``.complete`` marker, written last, records each file's ETag (or size) as listed: while the
+    listing is the same the mirror is used as it is; otherwise only files whose entry changed are
+    downloaded again. Every file is downloaded to a temporary name and renamed, so processes sharing
+    the cache (GPU pods on one volume) never load a half-written file.
     """
     fs, root = storage.filesystem(uri)
     digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
-    local = cache_dir() / "s3" / digest
+    local = cache.root() / "s3" / digest
     files = fs.find(root, detail=True)
     if not files:
         raise FileNotFoundError(f"model source {uri!r} holds no files")
@@ -106,16 +104,26 @@ def fetch_s3_prefix(uri: str) -> Path:
         k.removeprefix(root).lstrip("/"): str(v.get("ETag") or v.get("size")) for k, v in files.items()
     }
     marker = local / ".complete"
-    if marker.exists() and json.loads(marker.read_text()) == manifest:
+    previous = json.loads(marker.read_text()) if marker.exists() else {}
+    if previous == manifest:
+        logger.info("model source %s: mirror %s is current", uri, local)
         return local
+    fetched = 0
     for key, rel in ((k, k.removeprefix(root).lstrip("/")) for k in files):
         if rel.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl")):
             continue  # never fetched: only safetensors weights are loaded
         target = local / rel
+        if previous.get(rel) == manifest[rel] and target.exists():
+            continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        fs.get(key, str(target))
-    marker.write_text(json.dumps(manifest))
-    logger.info("fetched model source %s into %s", uri, local)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        fs.get(key, str(tmp))
+        os.replace(tmp, target)
+        fetched += 1
+    tmp = marker.with_name(f".complete.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(manifest))
+    os.replace(tmp, marker)
+    logger.info("model source %s: fetched %d of %d files into %s", uri, fetched, len(manifest), local)
     return local
 
 

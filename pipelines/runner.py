@@ -44,8 +44,8 @@ from pipelines.inspect import InspectStage
 from pipelines.items import ItemState, compact, decide, next_plan
 from pipelines.pool import StagePool
 from pipelines.progress import Progress
-from pipelines.refresh import manifest_entry
-from pipelines.store import ATTEMPT_SCHEMA, RESULT_SCHEMA, LeaseHeld, OutputStore, now, to_table
+from pipelines.refresh import ManifestUpdates, update_manifest
+from pipelines.store import ATTEMPT_SCHEMA, RESULT_SCHEMA, OutputStore, now, to_table
 from pipelines.summary import write_run_json
 from pipelines.wave import (
     WaveExecution,
@@ -80,29 +80,6 @@ class RunSummary:
     out: str
     counts: dict[str, int]
     run_json: dict[str, Any]
-
-
-class TableBuffer:
-    """Rows turned into Arrow every ``flush_rows`` rows (a million small dicts would cost ~400 MB)."""
-
-    def __init__(self, schema: pa.Schema, flush_rows: int = 8192):
-        self.schema, self.flush_rows = schema, flush_rows
-        self.rows: list[dict[str, Any]] = []
-        self.tables: list[pa.Table] = []
-
-    def append(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        if len(self.rows) >= self.flush_rows:
-            self.tables.append(to_table(self.rows, self.schema))
-            self.rows = []
-
-    def table(self) -> pa.Table:
-        return pa.concat_tables([*self.tables, to_table(self.rows, self.schema)])
-
-
-MANIFEST_UPDATE_SCHEMA = pa.schema(
-    [("sku_id", pa.string()), ("item_hash", pa.string()), ("status", pa.string()), ("image", pa.string())]
-)
 
 
 class CatalogRun:
@@ -148,7 +125,7 @@ class CatalogRun:
         self.active_peak = 0
         self.attempt_buffer: list[dict[str, Any]] = []
         self.result_buffer: list[dict[str, Any]] = []
-        self.manifest = TableBuffer(MANIFEST_UPDATE_SCHEMA)
+        self.manifest = ManifestUpdates(self.config_hash)
         self.pools: dict[str, StagePool] = {}
         self.pool_stats: dict[str, dict[str, float]] = {}
         self.overlap_rows = 2 * cfg.generation.concurrency * cfg.generation.batch_size
@@ -235,8 +212,8 @@ class CatalogRun:
             config_hash=self.config_hash,
             finished=finished,
             histories=histories,
+            manifest=self.manifest,
             on_bad_rows=lambda n: self.progress.item("error", n),
-            on_finished=self.manifest.append,
             on_skipped=self.progress.skip,
         )
         self._execute()
@@ -247,12 +224,16 @@ class CatalogRun:
             raise RuntimeError(
                 f"{len(self.active)} items have no result after the run (first: {missing}); rerun to resume"
             )
-        removed: list[str] = []
-        from pipelines.refresh import removed_items, update_manifest
-
         if self.mode == "refresh":
-            removed = removed_items(self.store, self.reader.seen)
-        update_manifest(self.store, self.manifest.table(), removed, self.run_id)
+            self.manifest.removed = self.feed.removed()
+            logger.info(
+                "refresh: %d unchanged, %d removed; %d images read to decide (%d bytes)",
+                self.feed.skipped,
+                len(self.manifest.removed),
+                self.feed.images_read,
+                self.feed.bytes_read,
+            )
+        update_manifest(self.store, self.manifest, self.run_id)
         run_json = write_run_json(
             self.store,
             self.cfg,
@@ -265,7 +246,7 @@ class CatalogRun:
             waves=self.waves,
             pools=self.pool_stats,
             skipped=self.feed.skipped,
-            removed=len(removed),
+            removed=len(self.manifest.removed),
             items_in_flight_peak=self.active_peak,
         )
         self._write_state("complete", finished_at=now().isoformat())
@@ -445,7 +426,7 @@ class CatalogRun:
         decided.update(run_id=self.run_id, updated_at=now())
         self.result_buffer.append(decided)
         self.progress.item(decided["status"])
-        self.manifest.append(manifest_entry(st.item, decided, self.config_hash))
+        self.manifest.add(st.item, decided, st.identity, earlier_session=st.earlier_session)
         self.active.pop(st.item.sku_id, None)
 
     def _end_wave(self, wave: WaveExecution) -> None:
@@ -509,7 +490,4 @@ def run_catalog(
     ``inspect_stage``: the scorer stage class when ``cfg.inspect.enabled`` (the jobs pass
     ``rfnet.scorer.ScoreStage``; see :mod:`pipelines.inspect` for the contract).
     """
-    try:
-        return CatalogRun(cfg, mode, inspect_stage=inspect_stage, generate_stage=generate_stage).run()
-    except LeaseHeld as exc:
-        raise ConfigError(str(exc)) from None
+    return CatalogRun(cfg, mode, inspect_stage=inspect_stage, generate_stage=generate_stage).run()

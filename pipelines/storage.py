@@ -13,6 +13,7 @@ Transient errors are retried with exponential backoff (:func:`with_retries`); af
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import io
 import logging
 import os
@@ -293,3 +294,87 @@ def read_parquet_dir(uri: str, schema: pa.Schema | None = None) -> pa.Table | No
     if not tables:
         return None
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Listing metadata and content hashes (what refresh compares instead of reading every image).
+
+
+@dataclass(frozen=True, slots=True)
+class FileVersion:
+    """What a listing says about one file, without reading it: its size and a version token that
+    changes whenever the file is rewritten (S3: the ETag; local: ``<inode>-<mtime in ns>``: an atomic
+    replace gets a new inode, an in-place write a new mtime)."""
+
+    size: int
+    version: str
+
+
+def list_versions(directory: str) -> dict[str, FileVersion] | None:
+    """``file name -> FileVersion`` for the files directly under ``directory`` (local or ``s3://``).
+
+    One listing per directory: on S3 one ``ListObjectsV2`` request per 1,000 keys (never one HEAD
+    per file, and never fsspec's listing cache, which would hide a change made since the last
+    listing in this process); locally one ``scandir``. A missing directory gives ``{}``; ``None``
+    means the directory could not be listed (e.g. a bucket policy that allows ``GetObject`` but not
+    ``ListBucket``): callers then fall back to reading the files.
+    """
+    fs, path = filesystem(directory)
+    try:
+        if isinstance(fs, LocalFileSystem):
+            return _list_local(path)
+        return with_retries(lambda: _list_s3(fs, path), what=f"list {directory}")
+    except (OSError, ValueError) as exc:
+        logger.warning("cannot list %s (%s); its files will be compared by content", directory, exc)
+        return None
+
+
+def _list_local(path: str) -> dict[str, FileVersion]:
+    out: dict[str, FileVersion] = {}
+    try:
+        entries = os.scandir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return out
+    with entries:
+        for entry in entries:
+            try:
+                if not entry.is_file():
+                    continue
+                st = entry.stat()
+            except FileNotFoundError:  # removed while listing
+                continue
+            out[entry.name] = FileVersion(st.st_size, f"{st.st_ino}-{st.st_mtime_ns}")
+    return out
+
+
+def _list_s3(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, FileVersion]:
+    bucket, _, prefix = path.partition("/")
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    out: dict[str, FileVersion] = {}
+    kwargs = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
+    while True:
+        page = fs.call_s3("list_objects_v2", **kwargs)
+        for obj in page.get("Contents", []):
+            out[obj["Key"][len(prefix) :]] = FileVersion(int(obj["Size"]), obj["ETag"].strip('"'))
+        if not page.get("IsTruncated"):
+            return out
+        kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+
+def sha256_file(uri: str, *, policy: RetryPolicy = DEFAULT_RETRY, block: int = 2**20) -> tuple[str, int]:
+    """``(hex SHA-256 of the file's bytes, bytes read)``, read in ``block``-sized pieces."""
+    fs, path = filesystem(uri)
+
+    def _hash() -> tuple[str, int]:
+        fs.invalidate_cache(path)  # the size must come from the object, not from an earlier listing
+        digest, n = hashlib.sha256(), 0
+        with fs.open(path, "rb") as f:
+            while chunk := f.read(block):
+                digest.update(chunk)
+                n += len(chunk)
+        return digest.hexdigest(), n
+
+    try:
+        return with_retries(_hash, what=f"read {uri}", policy=policy)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{uri} does not exist") from None

@@ -7,9 +7,11 @@ Layout (local or ``s3://``)::
     OUT/attempts/<run>-w<wave>-<session>-<part>.parquet   one row per attempt       (ATTEMPT_SCHEMA)
     OUT/results/<run>-w<wave>-<session>-<part>.parquet    one row per catalog item per run (RESULT_SCHEMA)
     OUT/results/<run>-catalog-errors-<chunk>.parquet      the catalog's bad rows, per catalog chunk
-    OUT/manifest.parquet               latest state per sku_id (content hash, status, removed flag)
+    OUT/manifest.parquet               latest state per sku_id: status, removed flag, and what refresh
+                                       compares (row hash, image size/version/content hash)
     OUT/state.json                     the current run: id, mode, config hash, status
-    OUT/lease.json                     held while a refresh runs (one refresh per store at a time)
+    OUT/lease.json                     held while a refresh runs (one refresh per store at a time;
+                                       pipelines.lease)
     OUT/run.json, OUT/report.html      the latest run's summary and the page for people
     OUT/runs/<run>/run.json, report.html   every run's own copy (the history)
 
@@ -22,20 +24,17 @@ Readers of large runs take the tables a part file at a time (:meth:`OutputStore.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines import storage
+from pipelines import lease, storage
 from pipelines.labels import LABELS
+from pipelines.lease import LeaseHeld
 
 PROB_COLUMNS = tuple(f"prob_{name}" for name in LABELS)
 
@@ -103,6 +102,11 @@ MANIFEST_SCHEMA = pa.schema(
         ("run_id", pa.string()),
         ("removed", pa.bool_()),
         ("updated_at", pa.timestamp("ms", tz="UTC")),
+        # What the next refresh compares (pipelines.refresh); null in manifests written before they existed.
+        ("row_hash", pa.string()),  # row fields + output-relevant config, without the image
+        ("image_size", pa.int64()),  # the image's size in bytes, as listed before it was read
+        ("image_version", pa.string()),  # S3 ETag or local "<inode>-<mtime ns>", listed before the read
+        ("image_sha256", pa.string()),  # first 16 hex digits of the SHA-256 of the image's bytes
     ]
 )
 
@@ -114,7 +118,8 @@ def now() -> datetime:
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``table`` with exactly ``schema``'s columns and types (missing columns null)."""
+    """``table`` with exactly ``schema``'s columns and types: columns it lacks (files written before
+    they existed) are added as nulls."""
     for f in schema:
         if f.name not in table.column_names:
             table = table.append_column(f.name, pa.nulls(len(table), f.type))
@@ -127,14 +132,11 @@ def to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=schema)
 
 
-class LeaseHeld(RuntimeError):
-    """Another process holds the store's lease."""
-
-
 @dataclass
 class OutputStore:
     root: str
     policy: storage.RetryPolicy = storage.DEFAULT_RETRY
+    _lease: lease.Lease | None = field(default=None, init=False, repr=False)
 
     def path(self, *parts: str) -> str:
         return storage.join(self.root, *parts)
@@ -189,63 +191,24 @@ class OutputStore:
         uri = self.path("manifest.parquet")
         if not storage.exists(uri):
             return MANIFEST_SCHEMA.empty_table()
-        return storage.read_parquet(uri).select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
+        return conform(storage.read_parquet(uri), MANIFEST_SCHEMA)
 
     def write_manifest(self, table: pa.Table) -> None:
         storage.write_parquet(self.path("manifest.parquet"), table, policy=self.policy)
 
-    # --- lease -------------------------------------------------------------------------------------
+    # --- lease (pipelines.lease) ------------------------------------------------------------------
     def acquire_lease(self, ttl_s: float, *, owner: str | None = None) -> str:
-        """Take the store's lease for ``ttl_s`` seconds or raise :class:`LeaseHeld`.
-
-        Local stores create the lease file exclusively (atomic). On S3 the lease is written and read
-        back; two writers racing within the same second can both believe they won, which the refresh
-        job narrows further by re-checking ownership before every table write (:meth:`check_lease`).
-        """
-        owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        uri = self.path("lease.json")
-        current = self._read_lease()
-        if current and current["expires_at"] > time.time() and current["owner"] != owner:
-            raise LeaseHeld(
-                f"another refresh holds the lease on {self.root} (owner {current['owner']}, "
-                f"expires in {current['expires_at'] - time.time():.0f} s); wait for it to finish, or delete "
-                f"{uri} if that process is gone"
-            )
-        lease = {"owner": owner, "acquired_at": time.time(), "expires_at": time.time() + ttl_s}
-        if not storage.is_remote(uri) and current is None:
-            os.makedirs(os.path.dirname(uri), exist_ok=True)
-            try:
-                fd = os.open(uri, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                return self.acquire_lease(ttl_s, owner=owner)
-            with os.fdopen(fd, "w") as f:
-                json.dump(lease, f)
-        else:
-            storage.write_text(uri, json.dumps(lease))
-        self.check_lease(owner)
-        return owner
-
-    def check_lease(self, owner: str) -> None:
-        current = self._read_lease()
-        if not current or current["owner"] != owner:
-            raise LeaseHeld(f"the lease on {self.root} was taken over by {current and current['owner']}")
+        """Take the store's lease for ``ttl_s`` seconds (returns the owner id) or raise :class:`LeaseHeld`."""
+        self._lease = lease.acquire(self.path("lease.json"), ttl_s, owner=owner)
+        return self._lease.owner
 
     def renew_lease(self, owner: str, ttl_s: float) -> None:
-        self.check_lease(owner)
-        lease = {"owner": owner, "acquired_at": time.time(), "expires_at": time.time() + ttl_s}
-        storage.write_text(self.path("lease.json"), json.dumps(lease))
+        """Extend the lease this store object took, or raise :class:`LeaseHeld` if it was taken over."""
+        if self._lease is None or self._lease.owner != owner:
+            raise LeaseHeld(f"{owner} does not hold the lease on {self.root} through this store")
+        lease.renew(self._lease, ttl_s)
 
     def release_lease(self, owner: str) -> None:
-        current = self._read_lease()
-        if current and current["owner"] == owner:
-            fs, path = storage.filesystem(self.path("lease.json"))
-            fs.rm(path)
-
-    def _read_lease(self) -> dict[str, Any] | None:
-        uri = self.path("lease.json")
-        try:
-            return json.loads(storage.read_bytes(uri, policy=storage.NO_RETRY))
-        except FileNotFoundError:
-            return None
-        except (storage.StorageError, json.JSONDecodeError):
-            return None
+        if self._lease is not None and self._lease.owner == owner:
+            lease.release(self._lease)
+            self._lease = None

@@ -106,6 +106,9 @@ class ScalingConfig(ConfigBase):
     workers: int = Field(1, ge=1)  # data-parallel workers (DDP); one GPU each when use_gpu
     use_gpu: bool = True  # one GPU per worker; False trains on CPUs
     cpus_per_worker: float = Field(1.0, gt=0.0)
+    # Lost workers (a killed process, a lost node) survived per run: Ray Train restarts the worker
+    # group, which resumes from the last checkpoint (``checkpoint_every``). -1: no limit; 0: fail at once.
+    max_failures: int = Field(3, ge=-1)
     device: str = "auto"  # see pipelines.device
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # compute dtype of frozen models
     gradient_checkpointing: bool = True  # ControlNet, UNet and VAE decoder recompute activations
@@ -152,6 +155,7 @@ class RFFTConfig(ConfigBase):
         "guards",
         "scaling.use_gpu",
         "scaling.cpus_per_worker",
+        "scaling.max_failures",
         "scaling.device",
         "scaling.dtype",
         "scaling.gradient_checkpointing",

@@ -27,7 +27,8 @@ student taken before the first update: it runs under the same autocast as the st
 Workers: :func:`train_loop_per_worker` runs in each Ray Train worker; every worker reports at the same
 steps (a pure function of the step number and of metrics all workers share), rank 0 alone attaches
 checkpoints and writes evaluation sheets. The driver (:func:`run`) exports the last checkpoint to
-``OUT/controlnet`` and ``OUT/metrics.json``.
+``OUT/controlnet`` and ``OUT/metrics.json``. A lost worker restarts the worker group
+(``scaling.max_failures`` times), which resumes from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -150,6 +151,7 @@ class RFFTWorker:
         self.evals: list[dict[str, Any]] = []
         self.warnings: list[str] = []
         self.stop_reason: str | None = None
+        self.resumed_at: list[int] = []  # steps at which a rerun or a restarted worker group resumed
         self.guard = GuardMonitor(cfg.guards)
         self._last_eval_history_len = 0
 
@@ -423,6 +425,7 @@ class RFFTWorker:
             "evals": self.evals,
             "warnings": self.warnings,
             "stop_reason": self.stop_reason,
+            "resumed_at": self.resumed_at,
             "diversity_baseline": self.guard.baseline_diversity,
             "last_eval_history_len": self._last_eval_history_len,
             "world_size": self.world_size,
@@ -456,6 +459,7 @@ class RFFTWorker:
         self.evals = state["evals"]
         self.warnings = state["warnings"]
         self.stop_reason = state["stop_reason"]
+        self.resumed_at = [*state.get("resumed_at", []), self.step]
         self.guard.baseline_diversity = state["diversity_baseline"]
         self._last_eval_history_len = state["last_eval_history_len"]
         logger.info("resumed RFFT from %s at step %d", directory, self.step)
@@ -496,6 +500,7 @@ def build_metrics(state: dict[str, Any]) -> dict[str, Any]:
         "config_hash": state["config_hash"],
         "stopped_early": state["stop_reason"] is not None,
         "stop_reason": state["stop_reason"],
+        "resumed_at": state.get("resumed_at", []),
         "p_available_before": before.get("p_available"),
         "p_available_after": after.get("p_available"),
         "available_rate_before": before.get("available_rate"),
@@ -718,6 +723,7 @@ def run(cfg: RFFTConfig) -> dict[str, Any]:
             storage_path=out.removeprefix("s3://") if storage_filesystem else out,
             storage_filesystem=storage_filesystem,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
         ),
     )
     result = trainer.fit()

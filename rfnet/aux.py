@@ -296,8 +296,12 @@ def _tiny_depth_anything_config():
     )
 
 
-def _build_depth_network(name: str, source: str | None) -> tuple[nn.Module, int]:
-    """(network, patch size). Pretrained weights from ``source`` (safetensors only), else random init."""
+def _build_depth_network(
+    name: str, source: str | None, config_dir: str | None = None
+) -> tuple[nn.Module, int]:
+    """(network, patch size). Pretrained weights from ``source`` (safetensors only); else the
+    architecture of ``config_dir`` (a saved RFNet checkpoint's ``depth/`` folder: the config of the
+    source it was built from) or the named default, with random weights."""
     from transformers import (
         DepthAnythingConfig,
         DepthAnythingForDepthEstimation,
@@ -312,12 +316,15 @@ def _build_depth_network(name: str, source: str | None) -> tuple[nn.Module, int]
             raise ValueError(f"depth_source={source!r}: give a checkpoint directory, s3:// prefix or hub id")
         path, revision = pipeline_models.materialize(parsed)
         net = cls.from_pretrained(path, revision=revision, use_safetensors=True)
-        return net, int(net.config.patch_size)
-    if name == "dpt":
-        return DPTForDepthEstimation(DPTConfig()), 16
-    if name == "depth_anything":
-        return DepthAnythingForDepthEstimation(DepthAnythingConfig()), 14
-    return DepthAnythingForDepthEstimation(_tiny_depth_anything_config()), 14
+    elif config_dir is not None:
+        net = cls(cls.config_class.from_pretrained(config_dir))
+    elif name == "dpt":
+        net = DPTForDepthEstimation(DPTConfig())
+    elif name == "depth_anything":
+        net = DepthAnythingForDepthEstimation(DepthAnythingConfig())
+    else:
+        net = DepthAnythingForDepthEstimation(_tiny_depth_anything_config())
+    return net, int(net.config.patch_size)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -333,17 +340,23 @@ SALIENCY_EXTRACTORS = ("spectral_residual", "frequency_tuned")
 
 
 def build_aux(
-    name: str, *, size: int = 252, source: str | None = None, pretrained: bool = True
+    name: str,
+    *,
+    size: int = 252,
+    source: str | None = None,
+    pretrained: bool = True,
+    config_dir: str | None = None,
 ) -> AuxExtractor:
     """An auxiliary extractor by name (``DEPTH_EXTRACTORS`` or ``SALIENCY_EXTRACTORS``).
 
     ``size``: px a depth network runs at; ``source``: its pretrained weights; ``pretrained=False``
-    builds the architecture only (for loading an RFNet checkpoint that already holds the weights).
+    builds the architecture only (for loading an RFNet checkpoint that already holds the weights),
+    from ``config_dir`` when given (the checkpoint's ``depth/`` folder).
     """
     if name in _BUILDERS:
         return _BUILDERS[name]()
     if name in ("depth_anything", "dpt", "tiny_depth_anything"):
-        network, patch = _build_depth_network(name, source if pretrained else None)
+        network, patch = _build_depth_network(name, source if pretrained else None, config_dir)
         return NetworkDepth(name, network, size, patch)
     raise ValueError(
         f"unknown auxiliary extractor {name!r}; depth: {DEPTH_EXTRACTORS}, saliency: {SALIENCY_EXTRACTORS}"

@@ -7,7 +7,9 @@ A checkpoint directory (local or ``s3://``) holds:
 - ``config.json``: the :class:`rfnet.config.RFNetConfig`;
 - ``meta.json``: labels, the accept ``threshold`` (written by ``reliable-ad evaluate
   --write-threshold``; absent = 0.5), the train/val split parameters, training metrics, versions;
-- ``caption/``: tokenizer files and the caption model config, only for a pretrained tokenizer.
+- ``caption/``, ``backbone/``, ``depth/``: what rebuilding the network without its pretrained
+  sources needs (tokenizer files and configs; :meth:`rfnet.model.RFNet.save_assets`), only for
+  components loaded from ``caption_source`` / ``backbone_source`` / ``depth_source``.
 
 Sources for :func:`load_rfnet`: a checkpoint directory, an ``s3://`` prefix (mirrored once into the
 local cache by :func:`pipelines.models.fetch_s3_prefix`), ``"tiny"`` (the tiny preset with seeded
@@ -45,7 +47,6 @@ logger = logging.getLogger(__name__)
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 META = "meta.json"
-CAPTION_ASSETS = "caption"
 DEFAULT_THRESHOLD = 0.5
 RANDOM_SEED = 0  # seed of "tiny" / "random:<preset>" weights
 BUILTIN_PREFIX = "builtin:"
@@ -71,7 +72,7 @@ def state_dict_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_rfnet(model: RFNet, config: RFNetConfig, out_dir: str, meta: dict[str, Any] | None = None) -> None:
-    """Write ``model.safetensors``, ``config.json``, ``meta.json`` (and ``caption/``) to ``out_dir``.
+    """Write ``model.safetensors``, ``config.json``, ``meta.json`` (and :meth:`RFNet.save_assets`' folders) to ``out_dir``.
 
     ``meta`` is stored as given, with ``labels`` added; each file is written atomically. Weights are
     written first and meta last, so a reader that sees the new meta also sees the new weights.
@@ -81,13 +82,13 @@ def save_rfnet(model: RFNet, config: RFNetConfig, out_dir: str, meta: dict[str, 
     module = model.module if hasattr(model, "module") else model  # unwrap DDP
     storage.write_bytes(storage.join(out_dir, WEIGHTS), save_safetensors_bytes(state_dict_tensors(module)))
     storage.write_text(storage.join(out_dir, CONFIG), json.dumps(config.to_dict(), indent=2, sort_keys=True))
-    if module.caption_encoder is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            if module.caption_encoder.save_assets(tmp):
-                for path in sorted(Path(tmp).rglob("*")):
-                    if path.is_file():
-                        rel = path.relative_to(tmp).as_posix()
-                        storage.write_bytes(storage.join(out_dir, CAPTION_ASSETS, rel), path.read_bytes())
+    with tempfile.TemporaryDirectory() as tmp:
+        module.save_assets(tmp)
+        for path in sorted(Path(tmp).rglob("*")):
+            if path.is_file():
+                storage.write_bytes(
+                    storage.join(out_dir, path.relative_to(tmp).as_posix()), path.read_bytes()
+                )
     full_meta = {"labels": list(LABELS), **(meta or {})}
     storage.write_text(
         storage.join(out_dir, META), json.dumps(full_meta, indent=2, sort_keys=True, default=str)
@@ -191,8 +192,7 @@ def load_model(source: str) -> tuple[RFNet, RFNetConfig, dict[str, Any]]:
         return build_rfnet(config, pretrained=False, seed=RANDOM_SEED), config, {"source": source}
     directory = resolve_checkpoint_dir(source)
     config = load_rfnet_config(directory)
-    assets = os.path.join(directory, CAPTION_ASSETS)
-    model = build_rfnet(config, pretrained=False, caption_assets=assets if os.path.isdir(assets) else None)
+    model = build_rfnet(config, pretrained=False, assets=directory)
     load_weights(model, directory)
     return model, config, read_meta(directory)
 

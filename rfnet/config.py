@@ -23,10 +23,17 @@ from pydantic import Field, model_validator
 
 from pipelines.config import ConfigBase, ConfigError
 
-# Image backbones by name (see rfnet.encoders). "compact" is the project's own small CNN; the others
-# are transformers architectures built from their configs (random init unless a source is given).
+# Image backbones by name (see rfnet.backbones). "compact" is the project's own small CNN, trained from
+# scratch; EfficientNet-Lite is written in rfnet.backbones.efficientnet_lite (ImageNet weights for
+# lite0 ship as builtin:efficientnet_lite0); the others are transformers architectures. Random init
+# unless backbone_source is given.
 Backbone = Literal[
     "compact",
+    "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+    "efficientnet_lite3",
+    "efficientnet_lite4",
     "resnet18",
     "resnet50",
     "convnext_tiny",
@@ -142,9 +149,9 @@ class RFNetConfig(ConfigBase):
 
     # --- image encoders -----------------------------------------------------------------------
     backbone: Backbone = "resnet50"  # image encoder architecture (one per image input unless share_encoders)
-    backbone_source: str | None = (
-        None  # pretrained weights (local dir / s3:// / hub id, safetensors); None: random init
-    )
+    # Pretrained weights for every image encoder, whatever its input channels (rfnet.backbones.stem):
+    # a directory, s3:// prefix or hub id (safetensors), or builtin:efficientnet_lite0; None: random init.
+    backbone_source: str | None = None
     compact_widths: tuple[int, ...] = (
         32,
         64,
@@ -278,10 +285,11 @@ class RFNetConfig(ConfigBase):
                 raise ValueError(f"{extension} extends the product descriptor: it needs use_descriptor=True")
         if self.descriptor_trees and not self.use_descriptor:
             raise ValueError("descriptor_trees read the product descriptor: they need use_descriptor=True")
-        if self.backbone != "compact" and self.aux_fusion == "channels" and self.backbone_source:
-            # Pretrained stems expect 3 channels; stacking maps would discard the stem's pretraining.
+        if self.backbone == "compact" and self.backbone_source:
             raise ValueError(
-                "aux_fusion='channels' with a pretrained backbone_source is not supported; use aux_fusion='tokens'"
+                f"backbone='compact' is trained from scratch and has no pretrained weights, but "
+                f"backbone_source={self.backbone_source!r}; leave backbone_source empty or choose a "
+                "pretrained backbone (e.g. backbone=efficientnet_lite0 with backbone_source=builtin:efficientnet_lite0)"
             )
         for name in ("compact_widths", "product_widths", "local_widths"):
             widths = getattr(self, name)
@@ -432,6 +440,9 @@ class TrainWorkersConfig(ConfigBase):
     num_workers: int = Field(1, ge=1)  # DDP workers (--workers)
     use_gpu: bool = False  # one GPU per worker; bf16 autocast through pipelines.device
     cpus_per_worker: float = Field(1.0, gt=0.0)  # logical CPUs Ray reserves per worker
+    # Lost workers (a killed process, a lost node) survived per run: Ray Train restarts the worker
+    # group, which resumes from the last reported epoch's checkpoint. -1: no limit; 0: fail at once.
+    max_failures: int = Field(3, ge=-1)
     threads_per_worker: int | None = Field(None, ge=1)  # torch threads per worker; None: cores / workers
     ray_address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray started by the job
     ray_num_cpus: int | None = Field(None, ge=1)  # logical CPUs of a local Ray; None: Ray's default
@@ -464,6 +475,7 @@ class TrainRFNetConfig(ConfigBase):
         "tensorboard",
         "data.load_threads",
         "workers.threads_per_worker",
+        "workers.max_failures",
         "workers.cpus_per_worker",
         "workers.ray_address",
         "workers.ray_num_cpus",

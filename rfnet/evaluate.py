@@ -10,9 +10,12 @@
    the test share, which nothing in training saw or chose by (a checkpoint that held out none, e.g.
    one trained with ``test_fraction=0``, is scored on its validation share, which chose its epoch:
    slightly optimistic). The split hashes image paths relative to the set's root, so a copied or
-   moved set (local -> s3://) splits the same way. A checkpoint without split parameters (or
-   ``split="all"``) scores every labelled sample; ``split="test"`` / ``"val"`` insist on that
-   share and fail if there is none.
+   moved set (local -> s3://) splits the same way. That applies to the set the checkpoint was
+   trained on only: ``split="auto"`` recognises it by the identity training stored
+   (:func:`recognise_training_set`: same image paths, or any image in common) and scores every
+   labelled sample of any other set. A checkpoint without split parameters (or ``split="all"``)
+   scores every labelled sample; ``split="test"`` / ``"val"`` insist on that share and fail if
+   there is none. eval.json's ``split`` says which mode was used and why (``reason``).
 2. **Scoring.** Samples are decoded exactly as in training (``rfnet.data.load_example``) and scored
    in batches on the configured device. How well the product search found each cut-out in its
    image is summarised in ``product_search`` (:func:`rfnet.aux.search_report`), with a warning in
@@ -55,7 +58,7 @@ from rfnet import metrics
 from rfnet.aux import search_report
 from rfnet.checkpoint import LoadedRFNet, load_rfnet, update_meta
 from rfnet.config import EvaluateConfig
-from rfnet.data import holdout_split, read_rf1m, split_samples
+from rfnet.data import holdout_split, read_rf1m, set_identity, shared_images, split_samples
 from rfnet.train import Examples, PrepProgress, explicit_splits, load_examples, log_search
 
 logger = logging.getLogger(__name__)
@@ -252,13 +255,15 @@ def select_samples(cfg: EvaluateConfig, loaded: LoadedRFNet, root: str) -> tuple
         for role in roles:
             if role in splits and splits[role][1]:
                 name, samples = splits[role]
-                return samples, {"mode": role, "file": name, "n_labelled": len(labelled)}
+                reason = f"the set's own {role} file"
+                return samples, {"mode": role, "file": name, "reason": reason, "n_labelled": len(labelled)}
         if cfg.split == "val" and "train" in splits and (split or {}).get("val_fraction") is not None:
             # no validation file: training validated on a hash split of the train file; redo it
             _, val = split_samples(splits["train"][1], float(split["val_fraction"]), int(split["seed"]))
             return val, {
                 "mode": "val",
                 "file": splits["train"][0],
+                "reason": "no validation file: training validated on a hash split of the train file, redone",
                 "val_fraction": split["val_fraction"],
                 "seed": split["seed"],
                 "n_labelled": len(labelled),
@@ -267,8 +272,17 @@ def select_samples(cfg: EvaluateConfig, loaded: LoadedRFNet, root: str) -> tuple
             raise ConfigError(f"--data {root!r} has split files but no labelled {cfg.split} file")
     if split is not None and split.get("val_fraction") is None:
         split = None  # trained on split files, which this set does not have: no held-out split to redo
-    if cfg.split == "all" or (cfg.split == "auto" and split is None):
-        return labelled, {"mode": "all", "n_labelled": len(labelled)}
+    if cfg.split == "all":
+        return labelled, {"mode": "all", "reason": "split=all", "n_labelled": len(labelled)}
+    if cfg.split == "auto" and split is None:
+        reason = "the checkpoint records no hash split of a set it was trained on"
+        return labelled, {"mode": "all", "reason": reason, "n_labelled": len(labelled)}
+    reason = f"split={cfg.split}"
+    recognised: dict[str, Any] = {}
+    if cfg.split == "auto":
+        trained_on, reason, recognised = recognise_training_set(split, labelled)
+        if not trained_on:
+            return labelled, {"mode": "all", "reason": reason, **recognised, "n_labelled": len(labelled)}
     if split is None:
         raise ConfigError(
             f"split={cfg.split!r} needs the checkpoint's split parameters, but {cfg.rfnet!r} has no split in "
@@ -293,12 +307,42 @@ def select_samples(cfg: EvaluateConfig, loaded: LoadedRFNet, root: str) -> tuple
         )
     return chosen, {
         "mode": role,
+        "reason": reason,
+        **recognised,
         "val_fraction": split["val_fraction"],
         "test_fraction": test_fraction,
         "seed": split["seed"],
         "trained_on": split.get("data_root"),
         "n_labelled": len(labelled),
     }
+
+
+def recognise_training_set(split: dict[str, Any], labelled: list) -> tuple[bool, str, dict[str, Any]]:
+    """``(trained on it, why, details for eval.json)``: is ``labelled`` (the scored set's labelled
+    samples) the set the checkpoint was trained on, by the identity ``train-rfnet`` stored
+    (:func:`rfnet.data.set_identity`)? Yes when the image paths are the same (fingerprint) or when
+    it shares images with it (a grown or partly copied set: its held-out share is scored). A
+    checkpoint without an identity (trained before it was stored) is taken to be, as before."""
+    identity = split.get("set")
+    if not isinstance(identity, dict) or "fingerprint" not in identity:
+        return True, "the checkpoint does not record which set it was trained on: its split is redone", {}
+    fingerprint = set_identity(labelled, sketch_size=0)["fingerprint"]
+    details: dict[str, Any] = {"fingerprint": fingerprint, "trained_fingerprint": identity["fingerprint"]}
+    if fingerprint == identity["fingerprint"]:
+        return True, "the set the checkpoint was trained on (same image paths): its held-out share", details
+    shared, checked = shared_images(identity, labelled)
+    details |= {"shared_images": shared, "checked_images": checked}
+    if shared:
+        why = (
+            f"shares {shared} of {checked} checked images with the set the checkpoint was trained on: "
+            "its held-out share"
+        )
+        return True, why, details
+    why = (
+        f"not the set the checkpoint was trained on (other image paths; none of {checked} checked images "
+        "shared): nothing of it was trained on, all of it is scored"
+    )
+    return False, why, details
 
 
 def _relative(uri: str, root: str) -> str:

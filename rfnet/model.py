@@ -35,14 +35,14 @@ Departures from the paper, each a config switch (docs/rfnet.md has the measureme
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pipelines.labels import NUM_CLASSES
 from rfnet.aux import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     AuxExtractor,
     attached_descriptor,
     build_aux,
@@ -58,8 +58,9 @@ from rfnet.aux import (
     support_descriptor,
     unit_lab,
 )
+from rfnet.backbones import build_backbone, input_normalization, save_backbone_config
 from rfnet.config import RFNetConfig
-from rfnet.encoders import CaptionBatch, CaptionEncoder, build_backbone
+from rfnet.encoders import CaptionBatch, CaptionEncoder
 from rfnet.trees import TreeEnsemble, tree_logits
 
 # Token types in the fusion sequence.
@@ -113,13 +114,19 @@ class TokenProjector(nn.Module):
 class RFNet(nn.Module):
     """The inspector. Build with :func:`build_rfnet`; load trained weights with ``rfnet.checkpoint``."""
 
-    def __init__(self, config: RFNetConfig, *, pretrained: bool = True, caption_assets: str | None = None):
+    def __init__(self, config: RFNetConfig, *, pretrained: bool = True, assets: str | None = None):
         super().__init__()
         self.config = config
         c = config
         g = c.token_grid
-        self.register_buffer("rgb_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("rgb_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        # RGB is normalised as the backbone was pretrained; "compact" (from scratch) gets ImageNet's.
+        mean, std = input_normalization(c.backbone)
+        self.register_buffer("rgb_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("rgb_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+        def asset(name: str) -> str | None:  # a folder of a saved checkpoint (see save_assets)
+            path = os.path.join(assets, name) if assets is not None else None
+            return path if path is not None and os.path.isdir(path) else None
 
         def backbone(
             in_channels: int, widths: tuple[int, ...] | None = None, size: int = c.image_size
@@ -131,6 +138,7 @@ class RFNet(nn.Module):
                 widths=widths or c.compact_widths,
                 blocks=c.compact_blocks,
                 source=c.backbone_source if pretrained else None,
+                config_dir=None if pretrained else asset("backbone"),
             )
 
         self.image_encoder = backbone(c.image_channels)
@@ -173,7 +181,13 @@ class RFNet(nn.Module):
         self.depth: AuxExtractor | None = None
         self.saliency: AuxExtractor | None = None
         if c.use_depth:
-            self.depth = build_aux(c.depth, size=c.depth_size, source=c.depth_source, pretrained=pretrained)
+            self.depth = build_aux(
+                c.depth,
+                size=c.depth_size,
+                source=c.depth_source,
+                pretrained=pretrained,
+                config_dir=None if pretrained else asset("depth"),
+            )
         if c.use_saliency:
             self.saliency = build_aux(c.saliency)
         # share_encoders: every image input goes through the generated-image encoder (3 channels).
@@ -201,7 +215,7 @@ class RFNet(nn.Module):
                 max_length=c.caption_max_length,
                 source=c.caption_source,
                 pretrained=pretrained,
-                assets_dir=caption_assets,
+                assets_dir=None if pretrained else asset("caption"),
                 dropout=c.dropout,
             )
             self.caption_proj = nn.Linear(self.caption_encoder.out_channels, c.dim)
@@ -236,6 +250,25 @@ class RFNet(nn.Module):
         self.head = nn.Linear(c.dim, NUM_CLASSES)
 
     # ------------------------------------------------------------------------------------------
+    def save_assets(self, directory: str) -> list[str]:
+        """Write what rebuilding this network without its pretrained sources needs into local
+        ``directory``: ``caption/`` (tokenizer + config), ``backbone/`` (the image backbone's
+        config), ``depth/`` (the depth network's config), each only for a component loaded from a
+        source. Returns the folders written."""
+        written = []
+        c = self.config
+        if self.caption_encoder is not None and self.caption_encoder.save_assets(
+            os.path.join(directory, "caption")
+        ):
+            written.append("caption")
+        if c.backbone_source is not None:
+            save_backbone_config(self.image_encoder, os.path.join(directory, "backbone"))
+            written.append("backbone")
+        if c.depth_source is not None and hasattr(self.depth, "network"):
+            self.depth.network.config.save_pretrained(os.path.join(directory, "depth"))
+            written.append("depth")
+        return written
+
     def tokenize(self, captions: list[str]) -> CaptionBatch | None:
         """Token ids for ``captions`` (``None`` if the caption modality is off)."""
         if self.caption_encoder is None:
@@ -394,6 +427,15 @@ class RFNet(nn.Module):
         def as_input(m: torch.Tensor) -> torch.Tensor:  # [0, 1] map -> roughly zero-mean, unit scale
             return (m.to(image.dtype) - 0.5) / 0.25
 
+        # A pretrained backbone reads a map as a grey image in its own normalisation (its stem for
+        # one channel sums the RGB filters: rfnet.backbones.stem) and the product's RGB as RGB.
+        pretrained_arch = c.backbone != "compact"
+
+        def as_grey(m: torch.Tensor) -> torch.Tensor:
+            return (m.to(image.dtype) - self.rgb_mean.mean().to(image.dtype)) / self.rgb_std.mean().to(
+                image.dtype
+            )
+
         # Maps are read by the config's switches, never by what happens to be passed in `maps`.
         channels = [rgb]
         if c.aux_fusion == "channels":
@@ -434,7 +476,7 @@ class RFNet(nn.Module):
             add(self.descriptor(desc).unsqueeze(1), _DESCRIPTOR, (~has_product).view(-1, 1))
         for name, kind in (("depth", _DEPTH), ("saliency", _SALIENCY)):
             if name in self.aux_tokens:
-                m = as_input(maps[name])
+                m = as_grey(maps[name]) if pretrained_arch else as_input(maps[name])
                 shared = name not in self.aux_encoders
                 encoder = self.image_encoder if shared else self.aux_encoders[name]
                 if shared:
@@ -446,7 +488,11 @@ class RFNet(nn.Module):
             caption_tokens = self.caption_proj(self.caption_encoder(captions.to(x.device)))
             caption_pad = captions.attention_mask.to(x.device) == 0
         if c.use_product:
-            p_in = as_input(product) if self.product_encoder is not None else None
+            if pretrained_arch:  # premultiplied RGB (black where transparent) as RGB, alpha as a map
+                p_rgb = (product[:, :3] - self.rgb_mean.to(product.dtype)) / self.rgb_std.to(product.dtype)
+                p_in = torch.cat([p_rgb, as_input(product[:, 3:4])], dim=1)
+            else:
+                p_in = as_input(product)
             if self.product_encoder is None:
                 # Shared encoder: the product composited on mid-grey, as RGB.
                 p_rgb = product[:, :3] + 0.5 * (1 - product[:, 3:4])
@@ -532,13 +578,15 @@ def build_rfnet(
     *,
     pretrained: bool = True,
     seed: int | None = None,
-    caption_assets: str | None = None,
+    assets: str | None = None,
 ) -> RFNet:
     """A new RFNet. ``seed`` makes the random init identical in every process (without touching the
-    global RNG); ``pretrained=False`` skips fetching pretrained weights (a checkpoint supplies them).
+    global RNG); ``pretrained=False`` skips fetching pretrained weights (a checkpoint supplies them),
+    building the pretrained components' architectures from ``assets`` (a checkpoint directory with
+    the folders :meth:`RFNet.save_assets` writes) where it has them.
     """
     if seed is None:
-        return RFNet(config, pretrained=pretrained, caption_assets=caption_assets)
+        return RFNet(config, pretrained=pretrained, assets=assets)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return RFNet(config, pretrained=pretrained, caption_assets=caption_assets)
+        return RFNet(config, pretrained=pretrained, assets=assets)

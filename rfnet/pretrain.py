@@ -57,6 +57,7 @@ def export_checkpoint(trained: str, out: str, provenance: dict) -> dict:
     os.makedirs(out, exist_ok=True)
     save_file(tensors, os.path.join(out, WEIGHTS))
     shutil.copyfile(os.path.join(trained, CONFIG), os.path.join(out, CONFIG))
+    model.save_assets(out)  # configs / tokenizer of components built from pretrained sources
     history = meta.get("train", {}).get("history", [])
     new_meta = {
         "labels": meta.get("labels"),

@@ -34,7 +34,9 @@ each worker runs :func:`train_loop_per_worker`:
   (``model.safetensors``, ``config.json``, ``meta.json``), loadable by ``rfnet.load_rfnet(OUT)``.
 - **resume**: Ray Train's run directory is ``OUT/ray_train/rfnet-<config hash>``; rerunning the
   same command after a crash continues from the last reported epoch (Ray Train V2 restores the
-  run's checkpoint manager from storage; ``ray.train.get_checkpoint()`` returns the last one).
+  run's checkpoint manager from storage; ``ray.train.get_checkpoint()`` returns the last one). A
+  worker lost during a run costs no rerun: Ray Train restarts the worker group
+  (``workers.max_failures`` times) and it resumes the same way.
 """
 
 from __future__ import annotations
@@ -65,7 +67,15 @@ from rfnet import metrics
 from rfnet.aux import search_report, search_warning
 from rfnet.checkpoint import init_from, save_rfnet
 from rfnet.config import AugmentConfig, OptimConfig, TrainRFNetConfig
-from rfnet.data import ExampleError, Sample, holdout_split, load_example, read_rf1m, split_samples
+from rfnet.data import (
+    ExampleError,
+    Sample,
+    holdout_split,
+    load_example,
+    read_rf1m,
+    set_identity,
+    split_samples,
+)
 from rfnet.model import RFNet, build_rfnet
 from rfnet.trees import TreeParams, fit_trees
 
@@ -1199,6 +1209,7 @@ def prepare_split(cfg: TrainRFNetConfig) -> tuple[list[Sample], list[Sample], di
         meta = {
             "split": {
                 "data_root": root,
+                "set": set_identity([s for s in index.samples if s.label >= 0]),
                 "files": {"train": train_file, "val": val_file, "test": splits.get("test", (None,))[0]},
                 "val_fraction": None if val_file else cfg.data.val_fraction,
                 "seed": cfg.data.split_seed,
@@ -1212,6 +1223,7 @@ def prepare_split(cfg: TrainRFNetConfig) -> tuple[list[Sample], list[Sample], di
     labelled = [s for s in index.samples if s.label >= 0]
     if not labelled:
         raise ConfigError(f"--data {root!r} holds no labelled samples; {index.summary()}")
+    identity = set_identity(labelled)  # evaluate recognises the set by it (all of it, before max_samples)
     if cfg.data.max_samples is not None and len(labelled) > cfg.data.max_samples:
         # By split hash order, so a capped set is a stable subset.
         keep, _ = split_samples(labelled, 1.0 - cfg.data.max_samples / len(labelled), cfg.data.split_seed + 1)
@@ -1228,6 +1240,7 @@ def prepare_split(cfg: TrainRFNetConfig) -> tuple[list[Sample], list[Sample], di
     split_meta = {
         "split": {
             "data_root": root,
+            "set": identity,
             "val_fraction": cfg.data.val_fraction,
             "test_fraction": cfg.data.test_fraction,
             "seed": cfg.data.split_seed,
@@ -1310,6 +1323,7 @@ def train_rfnet(cfg: TrainRFNetConfig, *, started: float | None = None) -> Train
             name=run_name,
             storage_path=_ray_storage(out),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.workers.max_failures),
             worker_runtime_env={"env_vars": worker_env()},
         ),
     )

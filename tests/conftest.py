@@ -7,13 +7,20 @@ asks for ``ray_cluster`` starts it again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# Idle OpenMP threads must not spin: on a few shared cores, spinning threads slow torch kernels in
+# this process by an order of magnitude (Ray workers get the same setting from pipelines.raystart).
+# Set before anything imports torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PRODUCTS = SHARED / "data" / "products"
@@ -106,12 +113,78 @@ def crds_dir() -> Path:
     return CRDS
 
 
+@dataclass(frozen=True)
+class S3Request:
+    """One request the local S3 server answered: ``path`` is ``/bucket/key`` (``/bucket`` for a
+    listing), ``query`` the query string; ``sent`` counts the response body's bytes."""
+
+    method: str
+    path: str
+    query: str
+    status: int
+    sent: int
+
+
+class RecordingS3App:
+    """WSGI middleware in front of moto: records every request, and serialises writes.
+
+    S3 evaluates a conditional write (``If-None-Match``, ``If-Match``) atomically; moto checks the
+    condition and then stores the object without a lock, so two racing conditional PUTs could both
+    pass. Holding one lock around PUT/POST/DELETE gives the tests S3's semantics.
+    """
+
+    def __init__(self, app):
+        self.app = app
+        self.requests: list[S3Request] = []
+        self.write_lock = threading.Lock()
+        self.log_lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        query = environ.get("QUERY_STRING", "")
+        seen: dict[str, int] = {}
+
+        def recording_start_response(status, headers, exc_info=None):
+            seen["status"] = int(status.split()[0])
+            return start_response(status, headers, exc_info)
+
+        lock = self.write_lock if method in ("PUT", "POST", "DELETE") else contextlib.nullcontext()
+        with lock:
+            body = b"".join(self.app(environ, recording_start_response))
+        with self.log_lock:
+            self.requests.append(S3Request(method, path, query, seen.get("status", 0), len(body)))
+        return [body]
+
+    def gets(self, prefix: str) -> list[S3Request]:
+        """Successful object GETs under ``/bucket/prefix`` (listings and HEADs excluded)."""
+        with self.log_lock:
+            return [
+                r
+                for r in self.requests
+                if r.method == "GET" and r.status in (200, 206) and r.path.startswith(prefix)
+            ]
+
+    def lists(self, bucket: str) -> list[S3Request]:
+        """``ListObjectsV2`` requests (one per page) on ``bucket``."""
+        with self.log_lock:
+            return [
+                r for r in self.requests if r.path.rstrip("/") == f"/{bucket}" and "list-type=2" in r.query
+            ]
+
+    def clear(self) -> None:
+        with self.log_lock:
+            self.requests.clear()
+
+
 @dataclass
 class S3Server:
-    """A local moto S3 server reached only through the standard AWS environment variables."""
+    """A local moto S3 server reached only through the standard AWS environment variables.
+
+    ``recorder`` holds every request it answered (``recorder.gets("/bucket/prefix")``)."""
 
     endpoint: str
     client: object  # boto3 S3 client
+    recorder: RecordingS3App
 
     def bucket(self, name: str) -> str:
         self.client.create_bucket(Bucket=name)
@@ -122,11 +195,23 @@ class S3Server:
 def s3_server(monkeypatch) -> S3Server:
     """Starts moto on 127.0.0.1 (a free port) and points ``AWS_ENDPOINT_URL`` and credentials at it."""
     import boto3
-    from moto.server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port())
-    server.start()
-    endpoint = f"http://127.0.0.1:{server._port}"
+    recorder = RecordingS3App(DomainDispatcherApplication(create_backend_app))
+
+    class QuietHandler(MotoRequestHandler):
+        def log_request(self, *args, **kwargs) -> None:  # the recorder keeps the requests
+            pass
+
+    server = make_server("127.0.0.1", free_port(), recorder, threaded=True, request_handler=QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
     for key, value in {
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
@@ -135,9 +220,10 @@ def s3_server(monkeypatch) -> S3Server:
     }.items():
         monkeypatch.setenv(key, value)
     try:
-        yield S3Server(endpoint, boto3.client("s3"))
+        yield S3Server(endpoint, boto3.client("s3"), recorder)
     finally:
-        server.stop()
+        server.shutdown()
+        thread.join()
 
 
 @pytest.fixture

@@ -122,19 +122,25 @@ def test_stand_in_stages_keep_the_stage_contracts(tmp_path):
     )
 
 
+def scale_run(tmp_path, stages: str, items: int, chunk_size: int) -> dict:
+    """``bench.cpu_scale`` on ``items`` items; checks every item got a result with retries on the way."""
+    out = tmp_path / "scale.json"
+    proc = run_module(
+        "bench.cpu_scale", "--stages", stages, "--items", str(items), "--distinct", "4",
+        "--set", f"run.chunk_size={chunk_size}", "--work-dir", str(tmp_path / "w"), "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = json.loads(out.read_text())["runs"][str(items)]
+    assert sum(run["counts"].values()) == items and run["counts"]["error"] == 0
+    assert run["counts"]["exhausted"] > 0 and run["attempts_total"] > items  # retries happened
+    return run
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 def test_scale_bench_measures_the_driver_with_stand_in_stages(tmp_path, shared_ray):
     shared_ray.stop()  # the script starts its own local Ray
-    out = tmp_path / "scale.json"
-    proc = run_module(
-        "bench.cpu_scale", "--stages", "stand-in", "--items", "300", "--distinct", "4",
-        "--set", "run.chunk_size=64", "--work-dir", str(tmp_path / "w"), "--out", str(out),
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run = json.loads(out.read_text())["runs"]["300"]
-    assert sum(run["counts"].values()) == 300 and run["counts"]["error"] == 0
-    assert run["counts"]["exhausted"] > 0 and run["attempts_total"] > 300  # retries happened
+    run = scale_run(tmp_path, "stand-in", 300, 64)
     assert run["waves"] >= 5 and run["generation_actor_starts"] == 1
     assert 0 < run["driver_rss_mib_peak"] <= run["peak_rss_mib"]
     assert 0 < run["items_in_flight_peak"] < 300  # the driver never held the whole catalog
@@ -143,15 +149,7 @@ def test_scale_bench_measures_the_driver_with_stand_in_stages(tmp_path, shared_r
 def test_driver_only_scale_bench_runs_the_driver_without_ray(tmp_path):
     # Waves in process (no Ray): the driver's own work (catalog stream, planning, deciding, tables,
     # summary, report, manifest) over a catalog twenty times a chunk, with items in flight bounded.
-    out = tmp_path / "scale.json"
-    proc = run_module(
-        "bench.cpu_scale", "--stages", "driver-only", "--items", "2000", "--distinct", "4",
-        "--set", "run.chunk_size=100", "--work-dir", str(tmp_path / "w"), "--out", str(out),
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run = json.loads(out.read_text())["runs"]["2000"]
-    assert sum(run["counts"].values()) == 2000 and run["counts"]["error"] == 0
-    assert run["counts"]["exhausted"] > 0 and run["attempts_total"] > 2000  # retries happened
+    run = scale_run(tmp_path, "driver-only", 2000, 100)
     assert run["waves"] >= 20 and run["peak_processes"] == 1  # no Ray process
     assert 0 < run["items_in_flight_peak"] < 1000
 

@@ -615,14 +615,78 @@ def test_admission_rules_reject_what_the_operator_rejects() -> None:
     assert cron_min_gap_seconds("*/15 * * * *") == 900
 
 
-def test_jobs_embed_the_same_cluster_as_raycluster_yaml() -> None:
+def render_module():
+    spec = importlib.util.spec_from_file_location("cluster_render", CLUSTER / "render.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_manifests_are_rendered_from_one_cluster_spec() -> None:
+    render = render_module()
+    assert set(render.MANIFESTS) == {name for name, _ in KUBE_MANIFESTS.values()}
+    for name in render.MANIFESTS:
+        assert (CLUSTER / name).read_text() == render.render(name), (
+            f"cluster/{name} is not what cluster/src/ renders: edit cluster/src/ and run python cluster/render.py"
+        )
     specs = cluster_specs()
     reference = specs.pop("raycluster.yaml")
+    assert reference == yaml.safe_load(render.SPEC.read_text())
     for where, spec in specs.items():
         assert spec == reference, (
-            f"cluster/{where} embeds a Ray cluster that differs from cluster/raycluster.yaml; "
-            "the three manifests share one cluster shape: edit them together"
+            f"cluster/{where} embeds a Ray cluster other than cluster/src/ray-cluster.yaml"
         )
+    assert render.main(["--check"]) == 0
+
+
+def test_render_check_names_a_hand_edited_manifest(tmp_path, monkeypatch) -> None:
+    render = render_module()
+    copy_dir = tmp_path / "cluster"
+    (copy_dir / "src").mkdir(parents=True)
+    for path in (CLUSTER / "src").iterdir():
+        (copy_dir / "src" / path.name).write_text(path.read_text())
+    for name in render.MANIFESTS:
+        (copy_dir / name).write_text((CLUSTER / name).read_text())
+    monkeypatch.setattr(render, "CLUSTER", copy_dir)
+    monkeypatch.setattr(render, "SOURCES", copy_dir / "src")
+    monkeypatch.setattr(render, "SPEC", copy_dir / "src" / "ray-cluster.yaml")
+    edited = copy_dir / "rayjob-generate.yaml"
+    edited.write_text(edited.read_text().replace("maxReplicas: 8", "maxReplicas: 9"))
+    assert render.main(["--check"]) == 1
+    assert render.main([]) == 0 and render.main(["--check"]) == 0
+    assert edited.read_text() == (CLUSTER / "rayjob-generate.yaml").read_text()
+
+
+def test_model_pods_mount_the_persistent_cache() -> None:
+    """The head and the GPU pods mount the cache claim where the image keeps its caches, so model
+    mirrors and compiled graphs survive a run (a RayJob's cluster is deleted after every run)."""
+    pvc = read_yaml(CLUSTER / "cache-pvc.yaml")
+    assert (pvc["apiVersion"], pvc["kind"]) == ("v1", "PersistentVolumeClaim")
+    assert "ReadWriteMany" in pvc["spec"]["accessModes"], "GPU pods on several nodes share the cache"
+    assert pvc["spec"]["resources"]["requests"]["storage"]
+    env = {}
+    for word, rest in dockerfile_instructions():
+        if word == "ENV":
+            env.update(dict(re.findall(r"(\w+)=(\S+)", rest)))
+    cached = [env["RELIABLE_AD_CACHE"], env["HF_HOME"]]
+    for where, spec in cluster_specs().items():
+        for name, group in [("head", spec["headGroupSpec"]), gpu_group(spec)]:
+            pod = group["template"]["spec"]
+            claims = {
+                v["name"]: v["persistentVolumeClaim"]["claimName"]
+                for v in pod.get("volumes", [])
+                if "persistentVolumeClaim" in v
+            }
+            mounts = {
+                m["mountPath"]: m["name"]
+                for m in ray_container(group).get("volumeMounts", [])
+                if m["name"] in claims
+            }
+            for path in cached:
+                mount = next((m for m in mounts if path.startswith(m.rstrip("/") + "/")), None)
+                assert mount and claims[mounts[mount]] == pvc["metadata"]["name"], (
+                    f"{where}: group {name} does not keep {path} on the claim {pvc['metadata']['name']}"
+                )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -756,8 +820,11 @@ def test_the_two_locks_agree_and_leave_torchs_cuda_libraries_out() -> None:
     assert set(runtime) <= set(dev), f"pinned for the image only: {sorted(set(runtime) - set(dev))}"
     differ = {name: (v, dev[name][0]) for name, (v, _) in runtime.items() if dev[name][0] != v}
     assert not differ, f"the image and the dev environment pin different versions: {differ}"
-    for test_dep in pyproject()["project"]["optional-dependencies"]["test"]:
-        assert canonicalize_name(Requirement(test_dep).name) in dev, f"{test_dep} is not in {LOCK_DEV.name}"
+    project = pyproject()["project"]
+    for test_dep in project["optional-dependencies"]["test"]:
+        name = canonicalize_name(Requirement(test_dep).name)
+        if name != canonicalize_name(project["name"]):  # the test extra may pull in another extra
+            assert name in dev, f"{test_dep} is not in {LOCK_DEV.name}"
     # The CUDA wheel of torch pins these itself; a CPU machine must never download them.
     cuda = sorted(n for n in dev if n.startswith(("nvidia-", "cuda-")) or n == "triton")
     assert not cuda, f"the locks pin torch's CUDA libraries: {cuda}"

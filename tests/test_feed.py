@@ -11,6 +11,7 @@ import pytest
 from pipelines.catalog import CatalogReader, read_catalog
 from pipelines.config import GenerateConfig, load_config
 from pipelines.feed import CatalogFeed, Finished, load_resume
+from pipelines.refresh import ManifestUpdates
 from pipelines.seen import SeenSkus
 from pipelines.store import ATTEMPT_SCHEMA, RESULT_SCHEMA, OutputStore, now, to_table
 
@@ -81,7 +82,7 @@ def test_a_non_utf8_line_is_an_error_row_and_a_non_utf8_file_is_refused(tmp_path
 
 
 def feed_for(cat, store, cfg, run_id="r1", finished=None, histories=None, **kw):
-    events = {"bad": 0, "finished": [], "skipped": 0}
+    events = {"bad": 0, "skipped": 0, "manifest": ManifestUpdates(cfg.config_hash())}
     feed = CatalogFeed(
         CatalogReader(str(cat), chunk_rows=kw.pop("chunk_rows", 10)),
         store,
@@ -91,8 +92,8 @@ def feed_for(cat, store, cfg, run_id="r1", finished=None, histories=None, **kw):
         config_hash=cfg.config_hash(),
         finished=finished or Finished(RESULT_SCHEMA.empty_table()),
         histories=histories or {},
+        manifest=events["manifest"],
         on_bad_rows=lambda n: events.__setitem__("bad", events["bad"] + n),
-        on_finished=events["finished"].append,
         on_skipped=lambda n: events.__setitem__("skipped", events["skipped"] + n),
     )
     return feed, events
@@ -139,9 +140,12 @@ def test_resume_skips_finished_items_and_continues_started_ones(tmp_path):
     feed, events = feed_for(cat, store, cfg, finished=finished, histories=histories)
     todo = feed.take(100)
     assert len(todo) == 20 and feed.finished_before == 10
-    assert len(events["finished"]) == 10 and {e["status"] for e in events["finished"]} == {"accepted"}
+    finished_rows = events["manifest"].table().to_pylist()  # their manifest rows, made by no wave
+    assert len(finished_rows) == 10 and {e["status"] for e in finished_rows} == {"accepted"}
     s1 = next(st for st in todo if st.item.sku_id == "S00001")
     assert sorted(s1.attempts) == [1, 2] and s1.attempts[2]["label"] == "unsuitable"
+    # Attempted by an earlier session: its image identity is the manifest's, not this listing's.
+    assert s1.earlier_session and not any(st.earlier_session for st in todo if st.item.sku_id != "S00001")
     assert "S00004" in {st.item.sku_id for st in todo}  # its row differs from the result's
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,7 +23,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import free_port
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from rfnet.data.sample import write_sample_catalog
@@ -31,6 +31,12 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def ray_env() -> dict[str, str]:

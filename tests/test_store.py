@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
 
+from pipelines import lease
 from pipelines.store import RESULT_SCHEMA, LeaseHeld, OutputStore, now, to_table
 
 
@@ -21,18 +23,64 @@ def test_lease_excludes_a_second_refresh(tmp_path):
     OutputStore(str(tmp_path)).acquire_lease(60)  # free again
 
 
-def test_expired_lease_is_taken_over(tmp_path):
-    (tmp_path / "lease.json").write_text(
-        json.dumps({"owner": "dead:1", "acquired_at": 0, "expires_at": time.time() - 1})
-    )
+def test_expired_lease_is_taken_over_and_its_holder_stops(tmp_path):
+    stalled = OutputStore(str(tmp_path))
+    owner = stalled.acquire_lease(0.01)  # expires at once: its holder stalls past it
+    time.sleep(0.05)
     store = OutputStore(str(tmp_path))
-    owner = store.acquire_lease(60)
-    assert json.loads((tmp_path / "lease.json").read_text())["owner"] == owner
-    (tmp_path / "lease.json").write_text(
-        json.dumps({"owner": "other", "acquired_at": 0, "expires_at": time.time() + 60})
-    )
-    with pytest.raises(LeaseHeld, match="taken over by other"):
-        store.renew_lease(owner, 60)
+    new_owner = store.acquire_lease(60)
+    assert json.loads((tmp_path / "lease.json").read_text())["owner"] == new_owner
+    with pytest.raises(LeaseHeld, match=f"taken over by {new_owner}"):
+        stalled.renew_lease(owner, 60)
+    stalled.release_lease(owner)  # not its lease any more: left alone
+    assert json.loads((tmp_path / "lease.json").read_text())["owner"] == new_owner
+    (tmp_path / "lease.json").write_text("{not json")  # a torn or foreign file counts as expired
+    OutputStore(str(tmp_path)).acquire_lease(60)
+
+
+def race(stores: list[OutputStore]) -> list[OutputStore]:
+    """Every store tries to take the lease (for a minute) at the same moment; the stores that got it
+    (every other store must have been refused)."""
+    barrier = threading.Barrier(len(stores))
+    won: list[OutputStore] = []
+    refused: list[str] = []
+
+    def take(store: OutputStore) -> None:
+        barrier.wait()
+        try:
+            store.acquire_lease(60)
+            won.append(store)
+        except LeaseHeld as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=take, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) + len(refused) == len(stores)
+    assert all("another refresh holds the lease" in r for r in refused), refused
+    return won
+
+
+@pytest.mark.parametrize("where", ["local", pytest.param("s3", marks=pytest.mark.s3)])
+def test_lease_races_have_exactly_one_winner(where, tmp_path, request):
+    """Eight processes' worth of stores race for a free lease, then for an expired one: each time
+    exactly one takes it (S3: conditional PUT with If-None-Match / If-Match; local: link + flock)."""
+    if where == "s3":
+        request.getfixturevalue("s3_server").bucket("lease-race")
+        root = "s3://lease-race/out"
+    else:
+        root = str(tmp_path / "out")
+    for _ in range(5):  # a free lease
+        (winner,) = race([OutputStore(root) for _ in range(8)])
+        winner.release_lease(winner._lease.owner)
+        assert lease.read(winner.path("lease.json")) is None
+    winner = OutputStore(root)
+    winner.acquire_lease(60)
+    for _ in range(5):  # an expired one: the holder's lease is made to have expired a second ago
+        lease.renew(winner._lease, -1.0)
+        (winner,) = race([OutputStore(root) for _ in range(8)])
 
 
 def test_parts_round_trip_with_schema(tmp_path):
@@ -73,80 +121,3 @@ def test_retry_policy_backoff_and_permanent_errors(monkeypatch):
     with pytest.raises(FileNotFoundError):  # not retried: another try cannot fix it
         storage.with_retries(lambda: (_ for _ in ()).throw(FileNotFoundError("gone")), what="x")
     assert delays == []
-
-
-def test_refresh_manifest_selection_and_upsert_without_row_dicts(tmp_path, monkeypatch):
-    """select_changed / update_manifest work on the manifest as Arrow data: unchanged usable items
-    are skipped, errors and items back from removal are redone, items gone from the catalog are
-    marked, and the rows of untouched items are carried over as they were."""
-    import pyarrow as pa
-
-    from pipelines import refresh
-    from pipelines.catalog import Catalog, CatalogItem
-    from pipelines.config import GenerateConfig
-    from pipelines.seen import SeenSkus
-    from pipelines.store import MANIFEST_SCHEMA
-
-    cfg = GenerateConfig()
-    items = {s: CatalogItem(row=i + 1, sku_id=s, image=f"/img/{s}.png") for i, s in enumerate("ABCDE")}
-    monkeypatch.setattr(
-        refresh, "hash_images", lambda its, _cfg: {it.sku_id: f"bytes-{it.sku_id}" for it in its}
-    )
-
-    def h(s: str) -> str:
-        return refresh.item_hash(f"bytes-{s}", items[s], "cfg")
-
-    earlier = now()
-    earlier = earlier.replace(microsecond=earlier.microsecond // 1000 * 1000)  # stored in ms
-    store = OutputStore(str(tmp_path))
-    previous = [
-        ("A", h("A"), "accepted", False),  # unchanged and usable: skipped
-        ("B", "stale", "accepted", False),  # changed: redone
-        ("C", h("C"), "error", False),  # failed last time: retried
-        ("D", h("D"), "exhausted", True),  # removed earlier, back in the catalog: redone
-        ("X", "x", "accepted", False),  # no longer in the catalog: marked removed
-        ("Y", "y", "accepted", True),  # removed earlier, still gone: untouched
-    ]
-    store.write_manifest(
-        pa.Table.from_pylist(
-            [
-                {"sku_id": s, "item_hash": ih, "status": st, "image": f"{s}.png", "run_id": "r0"}
-                | {"removed": rm, "updated_at": earlier}
-                for s, ih, st, rm in previous
-            ],
-            schema=MANIFEST_SCHEMA,
-        )
-    )
-    catalog = Catalog(source="c.jsonl", format="jsonl", items=[items[s] for s in "ABCDE"])
-    todo, skipped, removed = refresh.select_changed(catalog, store, cfg, "cfg")
-    assert [it.sku_id for it in todo] == ["B", "C", "D", "E"] and skipped == ["A"] and removed == ["X"]
-    # A streamed catalog knows its ids by their keys (pipelines.seen): the same removals.
-    present = SeenSkus()
-    present.first_rows(list("ABCDE"), [1, 2, 3, 4, 5])
-    assert refresh.removed_items(store, present) == ["X"]
-
-    updates = pa.Table.from_pylist(
-        [
-            refresh.manifest_entry(
-                items[s], {"status": "accepted", "content_hash": f"bytes-{s}", "image": f"new/{s}.png"}, "cfg"
-            )
-            for s in "BCD"  # E: no result yet
-        ]
-    )
-    refresh.update_manifest(store, updates, removed, "r1")
-    rows = {r["sku_id"]: r for r in store.manifest().to_pylist()}
-    assert sorted(rows) == ["A", "B", "C", "D", "X", "Y"]
-    for s in "BCD":
-        assert (rows[s]["item_hash"], rows[s]["status"], rows[s]["run_id"], rows[s]["removed"]) == (
-            h(s),
-            "accepted",
-            "r1",
-            False,
-        )
-    assert rows["X"]["removed"] and rows["X"]["updated_at"] > earlier and rows["X"]["run_id"] == "r0"
-    for s in "AY":  # untouched
-        assert rows[s]["run_id"] == "r0" and rows[s]["updated_at"] == earlier
-    assert rows["Y"]["removed"] and not rows["A"]["removed"]
-    # A second selection now skips everything that was redone.
-    _, skipped, removed = refresh.select_changed(catalog, store, cfg, "cfg")
-    assert skipped == ["A", "B", "C", "D"] and removed == []

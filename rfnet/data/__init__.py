@@ -9,7 +9,16 @@ labelled scene sets (``synthetic``, ``alt``, ``studio``, ``lifestyle``) are pain
 from rfnet.data.feedback import ImportReport, export_for_labelling, import_labels
 from rfnet.data.ray_loading import to_ray_dataset
 from rfnet.data.rf1m import Problem, RF1MError, RF1MIndex, read_rf1m
-from rfnet.data.samples import UNLABELLED, ExampleError, Sample, holdout_split, load_example, split_samples
+from rfnet.data.samples import (
+    UNLABELLED,
+    ExampleError,
+    Sample,
+    holdout_split,
+    load_example,
+    set_identity,
+    shared_images,
+    split_samples,
+)
 from rfnet.data.transforms import canonical_product
 
 __all__ = [
@@ -26,6 +35,8 @@ __all__ = [
     "import_labels",
     "load_example",
     "read_rf1m",
+    "set_identity",
+    "shared_images",
     "split_samples",
     "to_ray_dataset",
 ]

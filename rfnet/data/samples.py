@@ -181,3 +181,34 @@ def holdout_split(
     )
     train, val = split_samples(rest, val_fraction, seed)
     return train, val, test
+
+
+def set_identity(samples: Sequence[Sample], sketch_size: int = 256) -> dict:
+    """What recognises this set of images later, wherever it is copied: ``fingerprint`` (sha256 of
+    the sorted image paths relative to their deepest common directory, as the split hashes them;
+    labels are left out, so a relabelled set is still the same set), ``n`` and ``sketch``, the
+    ``sketch_size`` smallest 64-bit path hashes (hex; all of them for a set that small).
+    ``train-rfnet`` stores it in the checkpoint's meta.json; :func:`shared_images` reads it."""
+    keys = sorted(_split_keys(samples))
+    hashes = sorted({_path_hash(k) for k in keys})
+    return {
+        "fingerprint": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
+        "n": len(hashes),
+        "sketch": [f"{h:016x}" for h in hashes[:sketch_size]],
+    }
+
+
+def shared_images(identity: dict, samples: Sequence[Sample]) -> tuple[int, int]:
+    """``(shared, checked)``: how many of the ``samples`` the stored ``identity``'s sketch can
+    vouch for are images of that set. The sketch holds every path hash of the set up to its
+    largest one, so each sample whose hash is not larger is checked exactly; a set that shares a
+    share ``f`` of its images with the stored one shares about ``f * checked`` of them."""
+    sketch = {int(h, 16) for h in identity["sketch"]}
+    complete = len(sketch) >= int(identity["n"])
+    bound = max(sketch, default=-1)
+    checked = [h for h in {_path_hash(k) for k in _split_keys(samples)} if complete or h <= bound]
+    return sum(h in sketch for h in checked), len(checked)
+
+
+def _path_hash(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")

@@ -220,3 +220,26 @@ def test_holdout_split_holds_out_a_test_share_apart_from_validation():
     assert test0 == [] and (train0, val0) == split_samples(samples, 0.15, seed=0)
     with pytest.raises(ValueError, match="test_fraction"):
         holdout_split(samples, 0.15, 1.0, seed=0)
+
+
+def test_set_identity_recognises_a_moved_set_and_estimates_what_another_shares():
+    from rfnet.data import set_identity, shared_images
+
+    def samples(root: str, names) -> list[Sample]:
+        return [Sample(f"{root}/images/{n}.png", i % 6) for i, n in enumerate(names)]
+
+    trained = samples("/data/set", range(5000))
+    identity = set_identity(trained)
+    assert identity["n"] == 5000 and len(identity["sketch"]) == 256
+    # Moved, reordered, relabelled: the same set.
+    moved = [Sample(s.image.replace("/data/set", "s3://bucket/copy"), 0) for s in reversed(trained)]
+    assert set_identity(moved)["fingerprint"] == identity["fingerprint"]
+    assert set_identity(trained[:-1])["fingerprint"] != identity["fingerprint"]
+    # Another set: nothing shared; half of it old images: about half of the checked ones shared.
+    shared, checked = shared_images(identity, samples("/other", range(5000, 10000)))
+    assert shared == 0 and checked > 150
+    shared, checked = shared_images(identity, samples("/other", range(2500, 7500)))
+    assert 0.35 < shared / checked < 0.65 and checked > 150
+    # A set smaller than the sketch is checked image by image.
+    small = set_identity(trained[:100])
+    assert shared_images(small, samples("/x", [*range(90, 100), *range(9000, 9010)])) == (10, 20)

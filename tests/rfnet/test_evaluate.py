@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -15,7 +17,7 @@ from PIL import Image
 from pipelines.config import ConfigError, load_config
 from pipelines.labels import LABELS
 from rfnet.checkpoint import load_model, load_rfnet, save_rfnet
-from rfnet.config import EvaluateConfig
+from rfnet.config import EvaluateConfig, TrainRFNetConfig
 from rfnet.data import holdout_split, read_rf1m, split_samples
 from rfnet.evaluate import build_report, evaluate_rfnet, render_confusion, render_errors
 
@@ -185,6 +187,7 @@ def test_auto_split_scores_exactly_the_test_share_training_held_out(tmp_path, ti
     _, val, test = holdout_split(labelled, 0.3, 0.3, 3)
     report = evaluate(tmp_path, tmp_path / "model", tiny_set)
     assert report["split"]["mode"] == "test" and report["n"] == len(test)
+    assert "does not record which set" in report["split"]["reason"]  # trained before sets were recorded
     assert [sum(row) for row in report["confusion"]] == np.bincount(
         [s.label for s in test], minlength=6
     ).tolist()
@@ -281,3 +284,59 @@ def test_cli_reports_unusable_input_without_a_traceback(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert rc == 2 and "is not a directory" in err and "Traceback" not in err
+
+
+def grown_copy(root, src: str, extra: str):
+    """A copy of the RF1M set ``src`` at ``root`` with the samples of ``extra`` added to it."""
+    shutil.copytree(src, root)
+    for folder in ("images", "products"):
+        for path in (Path(extra) / folder).iterdir():
+            shutil.copy(path, root / folder / path.name)
+    with open(root / "label.txt", "a") as f:
+        f.write((Path(extra) / "label.txt").read_text())
+    return str(root)
+
+
+def test_auto_split_scores_the_held_out_share_of_the_training_set_and_all_of_any_other(tmp_path, tiny_set):
+    from rfnet.data.scenes import make_set
+    from rfnet.train import prepare_split
+
+    train_cfg = load_config(
+        TrainRFNetConfig, preset="tiny", overrides={"data": {"root": tiny_set}, "out": "x"}
+    )
+    _, _, meta = prepare_split(train_cfg)  # what train-rfnet stores in meta.json
+    constant_model(tmp_path / "model", favourite=1, meta=meta)
+    split = meta["split"]
+    labelled = read_rf1m(tiny_set).samples
+
+    def held_out(root):
+        return holdout_split(
+            read_rf1m(root).samples, split["val_fraction"], split["test_fraction"], split["seed"]
+        )[2]
+
+    # The training set, also moved elsewhere or relabelled: its test share, as before.
+    moved = shutil.copytree(tiny_set, tmp_path / "moved")
+    relabelled = shutil.copytree(tiny_set, tmp_path / "relabelled")
+    lines = (relabelled / "label.txt").read_text().splitlines()
+    (relabelled / "label.txt").write_text("\n".join([lines[0][:-1] + "6", *lines[1:]]) + "\n")
+    for root in (tiny_set, str(moved), str(relabelled)):
+        report = evaluate(tmp_path, tmp_path / "model", root)
+        assert report["split"]["mode"] == "test" and report["n"] == len(held_out(root)) > 0, root
+        assert report["split"]["fingerprint"] == report["split"]["trained_fingerprint"]
+        assert report["split"]["reason"].startswith("the set the checkpoint was trained on")
+
+    # A separate labelled set: all of it, and eval.json says why.
+    other = make_set("synthetic", str(tmp_path / "other"), n_per_class=2, image_size=64, seed=2)
+    report = evaluate(tmp_path, tmp_path / "model", other)
+    assert report["split"]["mode"] == "all" and report["n"] == len(read_rf1m(other).samples) == 12
+    assert report["split"]["shared_images"] == 0 and report["split"]["checked_images"] == 12
+    assert "not the set the checkpoint was trained on" in report["split"]["reason"]
+    assert report["split"]["fingerprint"] != report["split"]["trained_fingerprint"]
+
+    # The training set grown by the other one shares images with it: only its held-out share.
+    grown = grown_copy(tmp_path / "grown", tiny_set, other)
+    report = evaluate(tmp_path, tmp_path / "model", grown)
+    assert report["split"]["mode"] == "test" and report["n"] == len(held_out(grown)) < 24
+    assert report["split"]["shared_images"] == len(labelled) and report["split"]["checked_images"] == 24
+    # split=all still scores everything.
+    assert evaluate(tmp_path, tmp_path / "model", tiny_set, split="all")["split"]["reason"] == "split=all"

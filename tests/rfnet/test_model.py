@@ -244,7 +244,7 @@ def test_compact_encoders_must_end_on_a_map_of_at_least_2x2():
     "backbone", ["resnet18", "convnext_tiny", "dinov2_small", "clip_vit_b16", "siglip_base"]
 )
 def test_transformers_backbones_build_and_give_feature_maps(backbone):
-    from rfnet.encoders import build_backbone
+    from rfnet.backbones import build_backbone
 
     net = build_backbone(backbone, in_channels=3, image_size=64)
     with torch.no_grad():
