@@ -13,7 +13,7 @@ One run on one GPU (a few minutes on an H100/H200; well under 10) measures, in t
    teacher ControlNet (beta > 0, with gradient), clipping and the AdamW update: one full
    ``RFFTWorker.train_step`` (grad accumulation 1, so the time is per micro-batch of 4).
 
-Both use the trainer's own code (one ``rfft.trainer.RFFTWorker``, built once) on ``pipelines.models``
+Both use the trainer's own code (one ``rfft.worker.RFFTWorker``, built once) on ``pipelines.models``
 random ``sd15`` components: the same compute as the real models. Each variant is warmed up before it is
 timed; the GPU is synchronised before every clock read; peak memory is
 ``torch.cuda.max_memory_allocated`` after a reset. It prints a short table naming the card and writes
@@ -75,7 +75,7 @@ def build_worker(plan: Plan, batch_size: int):
     """An ``RFFTWorker`` for ``plan`` (procedural products; nothing is read from disk)."""
     from pipelines.config import load_config
     from rfft.config import RFFTConfig
-    from rfft.trainer import RFFTWorker
+    from rfft.worker import RFFTWorker
 
     overrides = {
         "rfnet": plan.rfnet,

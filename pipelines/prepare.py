@@ -175,9 +175,16 @@ def to_pil(array: np.ndarray) -> Image.Image:
 
 
 def prepare_batch(batch: Batch, cfg: GenerateConfig) -> Batch:
-    """Load and validate each product image and build its canvas product, mask and control image."""
+    """Load and validate each product image and build its canvas product, mask and control image.
+
+    Adds ``product`` (R, R, 4) uint8, ``mask_image``, ``control_image``, ``content_hash``,
+    ``prepare_s`` and ``product_box`` (4,) float32: where the product is on the canvas, its alpha
+    bounding box (x0, y0, x1, y1; x1/y1 exclusive) as fractions of the canvas side, NaN on rows with
+    an error. The generated image keeps the product there (:func:`paste_back`), so the scorer takes
+    this placement instead of searching for it."""
     n, r = num_rows(batch), cfg.prepare.resolution
     product = np.zeros((n, r, r, 4), np.uint8)
+    box = np.full((n, 4), np.nan, np.float32)
     mask = np.zeros((n, r, r), np.uint8)
     control = np.zeros((n, r, r, 3), np.uint8)
     content_hash = np.array([""] * n, dtype=object)
@@ -197,10 +204,12 @@ def prepare_batch(batch: Batch, cfg: GenerateConfig) -> Batch:
             errors[i] = f"invalid input: {exc}"
         else:
             product[i], mask[i], control[i] = prepared.product, prepared.mask_image, prepared.control_image
+            box[i] = np.asarray(prepared.box, np.float32) / r
             content_hash[i] = digest
         seconds[i] = time.perf_counter() - t0
     batch.update(
         product=product,
+        product_box=box,
         mask_image=mask,
         control_image=control,
         content_hash=content_hash,

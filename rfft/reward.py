@@ -13,11 +13,17 @@ depth or saliency network invites adversarial changes that move those estimators
 scene (the same reward hacking the guards watch for); (2) a depth network's backward pass at 512 px
 adds memory to the largest step of training. The paper does not say which it does.
 ``loss.aux_grad=True`` enables the gradient for ablation.
+
+Placement: RFFT draws the product on the image's canvas, so where it is in the scored image is
+known (its alpha bounding box, :func:`rfnet.aux.alpha_box`) and passed to the scorer, which then
+does not search for it (the search is not differentiable anyway).
 """
 
 from __future__ import annotations
 
 import torch
+
+from rfnet.aux import alpha_box
 
 AVAILABLE = 0  # column of p(Available) in the scorer's (B, 6) output (pipelines.labels.LABELS[0])
 
@@ -45,8 +51,12 @@ class AvailabilityReward:
     def probabilities(
         self, image: torch.Tensor, product: torch.Tensor | None, caption: list[str]
     ) -> torch.Tensor:
-        """All six class probabilities ``(B, 6)`` (differentiable w.r.t. ``image``)."""
-        return self.scorer.predict_proba(image, product, caption, aux_grad=self.aux_grad)
+        """All six class probabilities ``(B, 6)`` (differentiable w.r.t. ``image``). A ``product`` on
+        the image's canvas (the same H and W) gives the scorer its placement."""
+        box = None
+        if product is not None and product.shape[-2:] == image.shape[-2:]:
+            box = alpha_box(product.detach())
+        return self.scorer.predict_proba(image, product, caption, aux_grad=self.aux_grad, box=box)
 
     def p_available(
         self, image: torch.Tensor, product: torch.Tensor | None, caption: list[str]

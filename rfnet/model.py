@@ -18,7 +18,7 @@ Feature Filter Module (FFM): product tokens cross-attend to caption tokens; a co
 product's token grid produces a sigmoid gate for the attended features; the result is added back
 to the product tokens (residual), so the caption filters which product features matter.
 
-Departures from the paper, each a config switch (docs/rfnet.md has the measurements):
+Departures from the paper, each a config switch (docs/rfnet.md says why; bench/results/ has the runs):
 
 - ``aux_fusion="channels"`` (small/tiny presets): depth and saliency maps are stacked onto the
   generated image as input channels of one encoder instead of two more ResNets (4-5x cheaper).
@@ -48,9 +48,9 @@ from rfnet.aux import (
     build_aux,
     continuity_descriptor,
     crop_around,
+    find_product,
     grain_descriptor,
     integrity_descriptor,
-    locate_product,
     placement_map,
     product_descriptor,
     product_match_maps,
@@ -276,13 +276,18 @@ class RFNet(nn.Module):
         return self.caption_encoder.tokenize(list(captions))
 
     def aux_maps(
-        self, image: torch.Tensor, product: torch.Tensor | None, has_product: torch.Tensor | None
+        self,
+        image: torch.Tensor,
+        product: torch.Tensor | None,
+        has_product: torch.Tensor | None,
+        box: torch.Tensor | None = None,
     ) -> dict:
         """What is computed from the image (and product) before the encoders.
 
         ``depth`` / ``saliency`` ``(B, 1, S, S)``, ``match`` ``(B, 2, S, S)``, ``placement``
         ``(B, 1, S, S)`` (all in [0, 1]), ``box`` ``(B, 4)`` (the located product, x0 y0 x1 y1
         as fractions of the side) and ``box_error`` ``(B,)``, each only if its switch is on.
+        ``box``: where the product is where that is known (see :func:`rfnet.aux.find_product`).
         """
         maps = {}
         if self.depth is not None:
@@ -292,7 +297,7 @@ class RFNet(nn.Module):
         if self.config.use_product_match:
             maps["match"] = product_match_maps(image, product, has_product, bins=self.config.match_bins)
         if self.config.use_placement:
-            box, error = locate_product(image, product, has_product)
+            box, error = find_product(image, product, has_product, box)
             maps["box"] = box
             maps["box_error"] = error
             maps["placement"] = placement_map(product, box, image.shape[-1]) * has_product.view(
@@ -314,6 +319,7 @@ class RFNet(nn.Module):
         *,
         aux_grad: bool = False,
         maps: dict[str, torch.Tensor] | None = None,
+        box: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Class logits ``(B, 6)``.
 
@@ -323,7 +329,8 @@ class RFNet(nn.Module):
         ``captions`` from :meth:`tokenize`. Inputs of switched-off modalities are ignored (may be
         None). ``aux_grad=False`` computes the depth / saliency / match maps without gradient.
         ``maps``: those maps precomputed by :meth:`aux_maps` (the trainer computes them once per
-        example instead of once per epoch); None computes them here.
+        example instead of once per epoch); None computes them here. ``box (B, 4)``: the product's
+        placement where known (NaN rows: searched; :func:`rfnet.aux.find_product`).
 
         With ``descriptor_trees``, the network's and the trees' scores are combined by
         :meth:`mix_trees` (rows without a product: the network's alone). In training mode the trees
@@ -331,7 +338,7 @@ class RFNet(nn.Module):
         the network's plus the trees' (``maps["tree_logits"]``, out-of-fold scores, when given).
         """
         net, trees, has_product = self.logit_parts(
-            image, product, has_product, captions, aux_grad=aux_grad, maps=maps
+            image, product, has_product, captions, aux_grad=aux_grad, maps=maps, box=box
         )
         if trees is None:
             return net
@@ -391,6 +398,7 @@ class RFNet(nn.Module):
         *,
         aux_grad: bool = False,
         maps: dict[str, torch.Tensor] | None = None,
+        box: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """``(network logits, tree logits or None, has_product or None)``; arguments as :meth:`forward`."""
         c = self.config
@@ -417,7 +425,7 @@ class RFNet(nn.Module):
 
         if maps is None:
             with torch.set_grad_enabled(aux_grad and torch.is_grad_enabled()):
-                maps = self.aux_maps(image, product, has_product)
+                maps = self.aux_maps(image, product, has_product, box)
         if product is not None:
             # RGB premultiplied by alpha, so the colour of transparent pixels (undefined in a cut-out)
             # cannot matter to the encoder.

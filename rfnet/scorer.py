@@ -10,7 +10,11 @@ image through :meth:`RFNetScorer.predict_proba`). Both see the same preprocessin
   alpha 0 elsewhere) goes through :func:`rfnet.data.transforms.canonical_product`, the function
   the training data uses (alpha-bbox crop, centred square pad, resize); an empty alpha (or no
   product) means the modality is absent for that row;
-- depth, saliency and match maps are computed inside the model from the image.
+- depth, saliency and match maps are computed inside the model from the image;
+- the product's placement (``box``: its alpha bounding box, x0 y0 x1 y1 as fractions of the image
+  side) is taken from the caller where known (the generation pipeline's ``product_box`` column:
+  it pasted the product there) and searched for (:func:`rfnet.aux.locate_product`) only where
+  not (RF1M, labelled folders), see :func:`rfnet.aux.find_product`.
 """
 
 from __future__ import annotations
@@ -123,13 +127,15 @@ class RFNetScorer:
         caption: Sequence[str],
         *,
         aux_grad: bool = False,
+        box: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Class probabilities ``(B, 6)`` (float32, rows sum to 1; column 0 is ``p_available``).
 
         ``image (B, 3, H, W)`` float in [0, 1], any H and W, differentiable: gradients flow back to
         ``image`` when it requires grad (RFFT). ``product (B, 4, H', W')`` RGBA float in [0, 1], or
         ``None``. ``caption``: B strings. ``aux_grad``: let gradients flow through the depth,
-        saliency and match maps too (otherwise they are constants of the image).
+        saliency and match maps too (otherwise they are constants of the image). ``box (B, 4)``:
+        where the product is, where known (NaN rows: searched); see :func:`known_boxes`.
         """
         self._check(image, caption)
         b = image.shape[0]
@@ -153,7 +159,9 @@ class RFNetScorer:
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         captions = self.model.tokenize(list(caption))
-        logits = self.model(x, prod, has_product, captions, aux_grad=aux_grad)
+        logits = self.model(
+            x, prod, has_product, captions, aux_grad=aux_grad, box=known_boxes(box, b, self.device)
+        )
         return torch.softmax(logits.float(), dim=-1)
 
     def score_numpy(
@@ -161,8 +169,10 @@ class RFNetScorer:
         images: np.ndarray,
         products: np.ndarray | Sequence[np.ndarray | None] | None,
         captions: Sequence[str],
+        boxes: np.ndarray | Sequence | None = None,
     ) -> np.ndarray:
-        """``images (B, H, W, 3)`` uint8, ``products (B, H', W', 4)`` uint8 or None -> ``(B, 6)`` float32."""
+        """``images (B, H, W, 3)`` uint8, ``products (B, H', W', 4)`` uint8 or None -> ``(B, 6)`` float32.
+        ``boxes``: the products' placements where known (see :func:`known_boxes`)."""
         if (
             not isinstance(images, np.ndarray)
             or images.ndim != 4
@@ -183,8 +193,45 @@ class RFNetScorer:
             size = self.config.image_size
             if x.shape[-2:] != (size, size):
                 x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            logits = self.model(x, prod, has_product, self.model.tokenize([str(c) for c in captions]))
+            tokens = self.model.tokenize([str(c) for c in captions])
+            logits = self.model(x, prod, has_product, tokens, box=known_boxes(boxes, b, self.device))
             return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+
+
+def known_boxes(boxes, batch: int, device: torch.device) -> torch.Tensor | None:
+    """Per-row product placements as a ``(B, 4)`` float32 tensor, NaN where unknown, or None when
+    none is known (the search then runs for every row).
+
+    ``boxes``: None, or B rows (a ``(B, 4)`` tensor or array, or a list), each None, NaNs, or
+    ``(x0, y0, x1, y1)``: the product's alpha
+    bounding box in the image as fractions of its side (``x1``/``y1`` exclusive), as
+    :func:`pipelines.prepare.alpha_bbox` divided by the canvas side gives it."""
+    if boxes is None:
+        return None
+    if isinstance(boxes, torch.Tensor):
+        boxes = boxes.detach().float().cpu().numpy()
+    if len(boxes) != batch:
+        raise ValueError(f"box has {len(boxes)} rows but image has {batch}; give one (or None) per image")
+    out = np.full((batch, 4), np.nan, np.float32)
+    for i, row in enumerate(boxes):
+        if row is None:
+            continue
+        values = np.asarray(row, np.float32).reshape(-1)
+        if values.shape != (4,):
+            raise ValueError(
+                f"box row {i} must be (x0, y0, x1, y1) as fractions of the image side, got {row!r}"
+            )
+        if np.isfinite(values).all() and not (
+            0.0 <= values[0] < values[2] <= 1.0 and 0.0 <= values[1] < values[3] <= 1.0
+        ):
+            raise ValueError(
+                f"box row {i} = {values.tolist()} is not inside the image: need 0 <= x0 < x1 <= 1 and "
+                "0 <= y0 < y1 <= 1 (fractions of the image side)"
+            )
+        out[i] = values
+    if np.isnan(out).all():
+        return None
+    return torch.from_numpy(out).to(device)
 
 
 def _rows(column: np.ndarray) -> list[np.ndarray | None]:
@@ -198,8 +245,9 @@ class ScoreStage:
     """Ray Data callable class (``batch_format="numpy"``) adding RFNet's verdict to every row.
 
     Reads ``image`` (B, H, W, 3) uint8, ``product`` (B, H', W', 4) uint8 (optional column; rows
-    may be None in object columns), ``caption`` (B,) str, and an optional ``error`` (B,) str
-    column: rows with a non-empty error are not scored (NaN probabilities, ``label`` "",
+    may be None in object columns), ``caption`` (B,) str, an optional ``product_box`` (B, 4) float
+    column (where the product was pasted, fractions of the image side; NaN or None: unknown, the
+    model searches for it), and an optional ``error`` (B,) str column: rows with a non-empty error are not scored (NaN probabilities, ``label`` "",
     ``accepted`` False). Adds ``prob_<label>`` float32 per class, ``label`` (argmax class name),
     ``p_available`` float32 and ``accepted`` bool (``p_available >= threshold``); every input
     column is kept. Resources and batch size are the caller's, at ``map_batches``. On a GPU the
@@ -236,6 +284,7 @@ class ScoreStage:
         images = _rows(batch["image"])
         products = _rows(batch["product"]) if "product" in batch else [None] * n
         captions = ["" if c is None else str(c) for c in batch["caption"]]
+        boxes = list(batch["product_box"]) if "product_box" in batch else None
         # Score rows in groups of equal image size (a Ray batch may mix sizes in an object column).
         groups: dict[tuple, list[int]] = {}
         for i in np.flatnonzero(ok):
@@ -247,7 +296,10 @@ class ScoreStage:
             groups.setdefault(img.shape, []).append(int(i))
         for rows in groups.values():
             probs[rows] = self.scorer.score_numpy(
-                np.stack([images[i] for i in rows]), [products[i] for i in rows], [captions[i] for i in rows]
+                np.stack([images[i] for i in rows]),
+                [products[i] for i in rows],
+                [captions[i] for i in rows],
+                None if boxes is None else [boxes[i] for i in rows],
             )
         out = dict(batch)
         for k, name in enumerate(LABELS):

@@ -38,6 +38,23 @@ def work_batch(paths, scales, seeds=None):
     }
 
 
+def test_prepare_gives_where_the_product_sits_on_the_canvas(cfg, tmp_path):
+    """``product_box``: the canvas product's alpha bounding box over the canvas side (what the scorer
+    takes instead of searching); NaN on a row that failed."""
+    product = np.zeros((80, 60, 4), np.uint8)
+    product[10:70, 10:50] = (40, 120, 200, 255)
+    path = tmp_path / "p.png"
+    Image.fromarray(product).save(path)
+    batch = prepare_batch(work_batch([path, tmp_path / "missing.png"], [0.5, 0.5]), cfg)
+    assert batch["error"][0] == "" and batch["error"][1]
+    r = cfg.prepare.resolution
+    ys, xs = np.nonzero(batch["product"][0][..., 3])
+    expected = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32) / r
+    np.testing.assert_allclose(batch["product_box"][0], expected, rtol=0, atol=1e-7)
+    assert 0.0 < expected[0] < expected[2] < 1.0 and 0.0 < expected[1] < expected[3] < 1.0
+    assert np.isnan(batch["product_box"][1]).all()
+
+
 def test_real_cutouts_generate_with_product_unchanged(products_dir, cfg, stage):
     paths = sorted(products_dir.glob("*.png"))
     batch = prepare_batch(work_batch(paths, [0.72] * len(paths)), cfg)

@@ -8,7 +8,7 @@ import torch
 
 from pipelines.config import load_config
 from rfft.config import RFFTConfig
-from rfft.trainer import RFFTWorker
+from rfft.worker import RFFTWorker
 
 SMALL = {"data.num_procedural": 6, "data.num_eval_products": 2, "eval.batch_size": 2}
 

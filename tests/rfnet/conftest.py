@@ -78,7 +78,7 @@ def save_tiny_depth_network(directory: Path) -> str:
     """The Depth Anything architecture at a few thousand parameters, saved as Depth Anything weights."""
     from transformers import DepthAnythingForDepthEstimation
 
-    from rfnet.aux import _tiny_depth_anything_config
+    from rfnet.aux.maps import _tiny_depth_anything_config
 
     torch.manual_seed(2)
     DepthAnythingForDepthEstimation(_tiny_depth_anything_config()).save_pretrained(directory)

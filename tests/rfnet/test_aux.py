@@ -244,7 +244,7 @@ def test_locate_product_finds_a_printed_product_on_a_background_of_its_average_c
 
 
 def test_coarse_search_keeps_distinct_candidates_in_error_order():
-    from rfnet.aux import _coarse_search, _pyramid
+    from rfnet.aux.search import _coarse_search, _pyramid
 
     image, product, _ = pasted_scene()
     twice = image.clone()
@@ -463,7 +463,7 @@ def test_grain_descriptor_reads_texture_period_in_product_heights():
 
 
 def test_components_separate_blobs_and_follow_a_winding_one():
-    from rfnet.aux import _components
+    from rfnet.aux.measure import _components
 
     binary = torch.zeros(1, 1, 16, 16)
     binary[0, 0, 1:3, 1:3] = 1  # a square

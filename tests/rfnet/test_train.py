@@ -436,7 +436,8 @@ def test_cached_descriptor_follows_the_augmented_box(tiny_set):
     """With ``data.cache_descriptor`` the batch carries each example's descriptor computed once; its
     box entries move with the flip and shift, and without augmentation it is what the model computes."""
     from rfnet.model import build_rfnet
-    from rfnet.train import MemoryData, _sample_dicts, prepare_split
+    from rfnet.train import MemoryData, prepare_split
+    from rfnet.train.driver import _sample_dicts
 
     cfg = load_config(
         TrainRFNetConfig,
@@ -474,12 +475,14 @@ def test_data_preparation_reports_progress_on_rank_zero_only(tiny_set, monkeypat
 
     from rfnet import train
     from rfnet.model import build_rfnet
+    from rfnet.train import examples as prep
+    from rfnet.train.driver import _sample_dicts
 
     cfg = load_config(TrainRFNetConfig, preset="tiny", overrides={"data.root": tiny_set, "out": "unused"})
     train_split, val, _ = train.prepare_split(cfg)
-    config = {"train": train._sample_dicts(train_split), "val": train._sample_dicts(val)}
+    config = {"train": _sample_dicts(train_split), "val": _sample_dicts(val)}
     model = build_rfnet(cfg.model, seed=0).eval()
-    monkeypatch.setattr(train, "PROGRESS_INTERVAL_S", 0.0)
+    monkeypatch.setattr(prep, "PROGRESS_INTERVAL_S", 0.0)
     n = len(train_split)
 
     def progress_lines(run) -> list[str]:
@@ -508,7 +511,8 @@ def test_refit_saved_trees_fits_on_train_and_validation_and_keeps_the_weight(tin
     the tree weight validation chose, the network and the validation record stay as they were."""
     from rfnet.checkpoint import load_rfnet, save_rfnet
     from rfnet.model import build_rfnet
-    from rfnet.train import MemoryData, _sample_dicts, fit_descriptor_trees, prepare_split, refit_saved_trees
+    from rfnet.train import MemoryData, fit_descriptor_trees, prepare_split, refit_saved_trees
+    from rfnet.train.driver import _sample_dicts
 
     out = str(tmp_path / "model")
     overrides = {
