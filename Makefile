@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml Makefile $(LOCK_DEV)
 
 demo: $(STAMP)
 	$(BIN)/python -m rfnet.data.sample --out out/demo-catalog
-	$(BIN)/reliable-ad generate --preset tiny --catalog out/demo-catalog/catalog.jsonl --out out/demo --max-attempts 3
+	$(BIN)/reliable-ad generate --preset toy --catalog out/demo-catalog/catalog.jsonl --out out/demo --max-attempts 3
 	@echo
 	@echo "Demo done. Look at out/demo/report.html (results: out/demo/results/, run summary: out/demo/run.json)."
 

@@ -430,6 +430,43 @@ class GenerateConfig(ConfigBase):
                 "run": {"chunk_size": 1024},
             },
         ),
+        # Small models trained on a CPU on painted scenes (pipelines/assets/toy, docs/toy.md): the
+        # product on a smooth backdrop whose colour follows the prompt's colour word. The prompt pool
+        # uses the words the generator was trained on (the wall colour, a table or floor, a plant).
+        # The inspector is the shipped builtin:small (trained on the synthetic defect set).
+        "toy": (
+            "tiny",
+            {
+                "models": {"base": "toy", "controlnet": "toy"},
+                "prepare": {"resolution": 96, "mask_dilation": 4},
+                "prompts": {
+                    "templates": [
+                        {"prompt": "a product on a wooden table against a {color} wall", "grounded": True},
+                        {"prompt": "a product on a marble table in a {color} room", "grounded": True},
+                        {"prompt": "a product on the wooden floor in a {color} room", "grounded": True},
+                        {"prompt": "a product on a white table against a {color} wall", "grounded": True},
+                        {"prompt": "a product in front of a {color} wall"},
+                        {"prompt": "a product in a {color} room with a plant"},
+                    ],
+                    "colors": [
+                        "white",
+                        "beige",
+                        "light grey",
+                        "pale blue",
+                        "sage green",
+                        "pink",
+                        "yellow",
+                        "orange",
+                        "red",
+                        "blue",
+                        "teal",
+                        "navy",
+                    ],
+                },
+                "generation": {"num_inference_steps": 15, "guidance_scale": 4.0},
+                "inspect": {"rfnet": "builtin:small", "threshold": None},
+            },
+        ),
     }
 
     @model_validator(mode="after")

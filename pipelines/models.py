@@ -5,6 +5,9 @@ A *model source* is one string:
 - ``"tiny"`` (alias of ``"random:tiny"``): a tiny UNet / ControlNet / VAE / CLIP text encoder and a
   byte-level tokenizer built from the JSON configs in ``pipelines/assets/tiny`` with seeded random
   weights. No download; seconds on a CPU. Images are noise, the plumbing is real.
+- ``"toy"``: small UNet / ControlNet / VAE / CLIP text encoder trained on a CPU on painted scenes,
+  shipped in ``pipelines/assets/toy`` (diffusers layout, float16 safetensors loaded in the compute
+  dtype; how they were made: ``provenance.json`` there and docs/toy.md). No download.
 - ``"random:sd15"``: the full-size SD1.5 architecture (``pipelines/assets/sd15``) with random
   weights: the same compute as the real models, for benchmarks on machines without a hub.
 - a local directory in diffusers format (``model_index.json`` for a base model, ``config.json`` for a
@@ -25,6 +28,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 RANDOM_PREFIX = "random:"
 RANDOM_ARCHS = ("tiny", "sd15")
+TOY = "toy"
+TOY_DIR = Path(__file__).resolve().parent / "assets" / "toy"  # the trained toy generator
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 SCHEDULERS = ("ddim", "euler", "euler_a", "dpmpp_sde_karras", "dpmpp_2m_karras", "unipc")
@@ -44,7 +50,7 @@ SCHEDULERS = ("ddim", "euler", "euler_a", "dpmpp_sde_karras", "dpmpp_2m_karras",
 
 @dataclass(frozen=True)
 class Source:
-    """A parsed model source. ``kind`` is one of ``random``, ``local``, ``s3``, ``hub``."""
+    """A parsed model source. ``kind`` is one of ``random``, ``toy``, ``local``, ``s3``, ``hub``."""
 
     kind: str
     location: str
@@ -62,6 +68,8 @@ def parse_source(source: str, revision: str | None = None) -> Source:
         raise ValueError(f"model source must be a non-empty string, got {source!r}")
     if source == "tiny":
         source = RANDOM_PREFIX + "tiny"
+    if source == TOY:
+        return Source("toy", str(TOY_DIR))
     if source.startswith(RANDOM_PREFIX):
         arch = source.removeprefix(RANDOM_PREFIX)
         if arch not in RANDOM_ARCHS:
@@ -74,14 +82,15 @@ def parse_source(source: str, revision: str | None = None) -> Source:
     if "://" in source:
         raise ValueError(
             f"model source {source!r} has an unsupported scheme; use a local directory, an s3:// prefix, "
-            "a hub id (org/name) or 'tiny'"
+            "a hub id (org/name), 'toy' or 'tiny'"
         )
     if os.path.isdir(source):
         return Source("local", os.path.abspath(source), revision)
     if _HUB_ID.match(source):
         return Source("hub", source, revision)
     raise ValueError(
-        f"model source {source!r} is not an existing directory, an s3:// prefix, a hub id (org/name) or 'tiny'"
+        f"model source {source!r} is not an existing directory, an s3:// prefix, a hub id (org/name), "
+        "'toy' or 'tiny'"
     )
 
 
@@ -131,6 +140,13 @@ def materialize(source: Source) -> tuple[str, str | None]:
     """Return ``(path_or_hub_id, revision)`` for ``from_pretrained``; S3 prefixes are fetched first."""
     if source.kind == "s3":
         return str(fetch_s3_prefix(source.location)), None
+    if source.kind == "toy":
+        if not (TOY_DIR / "model_index.json").is_file():
+            raise FileNotFoundError(
+                f"the toy generator is missing from the package ({TOY_DIR} has no model_index.json); "
+                "reinstall the package or rebuild it with: python -m rfft.toy.train --out pipelines/assets/toy"
+            )
+        return source.location, None
     if source.kind in ("local", "hub"):
         return source.location, source.revision
     raise ValueError(f"{source} is built in memory, not loaded")
@@ -141,9 +157,22 @@ def identity(source_str: str, revision: str | None = None) -> tuple[str, str]:
     source = parse_source(source_str, revision)
     if source.kind == "random":
         return f"{RANDOM_PREFIX}{source.arch}", f"seed{TINY_SEED}"
+    if source.kind == "toy":
+        return TOY, toy_fingerprint()
     if source.kind == "local":
         return source.location, _directory_fingerprint(Path(source.location))
     return source.location, source.revision or "default"
+
+
+@lru_cache(maxsize=1)
+def toy_fingerprint() -> str:
+    """``sha-<12 hex>`` of the shipped toy weights and configs (content, not file times)."""
+    h = hashlib.sha256()
+    for f in sorted(TOY_DIR.rglob("*")):
+        if f.is_file() and f.suffix in (".safetensors", ".json"):
+            h.update(f"{f.relative_to(TOY_DIR).as_posix()}:".encode())
+            h.update(f.read_bytes())
+    return "sha-" + h.hexdigest()[:12]
 
 
 def _directory_fingerprint(path: Path) -> str:
@@ -316,6 +345,8 @@ def load_controlnet(source_str: str, revision: str | None, dtype: torch.dtype, r
             random_controlnet = build_random_components(source.arch)["controlnet"]
         return random_controlnet if random_controlnet.dtype == dtype else random_controlnet.to(dtype)
     path, rev = materialize(source)
+    if source.kind == "toy":
+        path = os.path.join(path, "controlnet")
     return ControlNetModel.from_pretrained(path, revision=rev, torch_dtype=dtype, use_safetensors=True)
 
 
@@ -342,6 +373,11 @@ def load_components(
                 components[key] = components[key].to(dtype)
     else:
         path, rev = materialize(base_source)
+        extra: dict[str, Any] = {}
+        if base_source.kind == "toy":
+            # The same byte tokenizer the files describe, built in memory (see build_byte_tokenizer).
+            text_cfg = json.loads((TOY_DIR / "text_encoder" / "config.json").read_text())
+            extra["tokenizer"] = build_byte_tokenizer(text_cfg["bos_token_id"], text_cfg["eos_token_id"])
         pipe = StableDiffusionPipeline.from_pretrained(
             path,
             revision=rev,
@@ -349,6 +385,7 @@ def load_components(
             use_safetensors=True,
             safety_checker=None,
             requires_safety_checker=False,
+            **extra,
         )
         components = {k: getattr(pipe, k) for k in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")}
         components["controlnet"] = None

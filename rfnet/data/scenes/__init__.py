@@ -12,6 +12,9 @@ growing ``n_per_class`` keeps the earlier samples). :data:`SETS` names them:
   podiums, shelves, floors), written from the class definitions alone. Takes real cut-outs.
 - ``lifestyle`` (:mod:`~rfnet.data.scenes.lifestyle`): kitchens, bathrooms, desks, outdoor and
   cafe scenes through a pinhole camera, written the same way.
+- ``toy`` (:mod:`~rfnet.data.scenes.toy`): rooms painted around a product laid out exactly as the
+  generation pipeline lays it out, with the prompt that describes each scene; the ``toy``
+  generator is trained on them (docs/toy.md).
 
 Use::
 
@@ -61,10 +64,12 @@ from rfnet.data.scenes.painter import IMAGE_FORMATS, Painted, Painter, write_set
 from rfnet.data.scenes.products import Product, draw_product, load_product_pool
 from rfnet.data.scenes.studio import StudioPainter
 from rfnet.data.scenes.synthetic import SyntheticPainter
+from rfnet.data.scenes.toy import ToyPainter
 
 #: set name -> the family's painter
 SETS: dict[str, type[Painter]] = {
-    painter.name: painter for painter in (SyntheticPainter, AltPainter, StudioPainter, LifestylePainter)
+    painter.name: painter
+    for painter in (SyntheticPainter, AltPainter, StudioPainter, LifestylePainter, ToyPainter)
 }
 MIN_IMAGE_SIZE = 32  # defects are not drawable smaller
 
