@@ -337,13 +337,12 @@ def write_bench_catalog(root: str | Path, items: int, distinct: int = 48, seed: 
     root = Path(root)
     pool_catalog = write_sample_catalog(root / "pool", items=min(distinct, items), seed=seed)
     pool = [json.loads(line) for line in pool_catalog.read_text(encoding="utf-8").splitlines() if line]
-    lines = []
-    for i in range(items):
-        src = pool[i % len(pool)]
-        row = {"sku_id": f"B{i:06d}", "image": f"pool/{src['image']}", "caption": src.get("caption", "")}
-        lines.append(json.dumps(row, ensure_ascii=False))
     path = root / "catalog.jsonl"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with path.open("w", encoding="utf-8") as f:  # line by line: a benchmark's driver starts small
+        for i in range(items):
+            src = pool[i % len(pool)]
+            row = {"sku_id": f"B{i:06d}", "image": f"pool/{src['image']}", "caption": src.get("caption", "")}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
 
 

@@ -129,8 +129,8 @@ def run_direct(cfg: GenerateConfig, limit: int | None = None) -> dict[str, Any]:
     from pipelines.generate import GenerateStage, model_ids
     from pipelines.inspect import InspectStage
     from pipelines.prepare import prepare_batch
-    from pipelines.runner import _attempt_rows_from_batch, _work_rows
     from pipelines.store import ATTEMPT_SCHEMA, to_table
+    from pipelines.wave import attempt_rows, work_rows
     from pipelines.writer import write_batch
     from rfnet.scorer import ScoreStage
 
@@ -139,7 +139,7 @@ def run_direct(cfg: GenerateConfig, limit: int | None = None) -> dict[str, Any]:
     catalog = read_catalog(cfg.catalog)
     items = catalog.items[:limit] if limit else catalog.items
     plans = [(item, plan_attempt(item, 1, cfg, [])) for item in items]
-    rows = _work_rows(plans, cfg)
+    rows = work_rows(plans)
 
     t0 = time.perf_counter()
     generate = GenerateStage(cfg)
@@ -166,7 +166,7 @@ def run_direct(cfg: GenerateConfig, limit: int | None = None) -> dict[str, Any]:
     for batch in stream:
         t0 = time.perf_counter()
         table = pa.table({k: v for k, v in batch.items() if k in ATTEMPT_SCHEMA.names and v.ndim == 1})
-        attempts += _attempt_rows_from_batch(table, base, cfg)
+        attempts += attempt_rows(table, base, cfg)
         seconds["driver"] += time.perf_counter() - t0
     t0 = time.perf_counter()
     storage.write_parquet(storage.join(cfg.out, "attempts.parquet"), to_table(attempts, ATTEMPT_SCHEMA))

@@ -558,10 +558,10 @@ def work_batches(cfg, n: int) -> list[dict[str, np.ndarray]]:
     from pipelines.attempts import plan_attempt
     from pipelines.catalog import read_catalog
     from pipelines.prepare import prepare_batch
-    from pipelines.runner import _work_rows
+    from pipelines.wave import work_rows
 
     items = read_catalog(cfg.catalog).items[:n]
-    rows = _work_rows([(item, plan_attempt(item, 1, cfg, [])) for item in items], cfg)
+    rows = work_rows([(item, plan_attempt(item, 1, cfg, [])) for item in items])
     size = cfg.generation.batch_size
     return [prepare_batch(to_batch(rows[i : i + size]), cfg) for i in range(0, len(rows), size)]
 

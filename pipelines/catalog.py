@@ -10,8 +10,9 @@ file, absolute path, ``file://`` or ``s3://`` URI), optional ``prompt``, ``negat
 the image file: refresh then compares it instead of the file's listing metadata). Other columns are
 ignored (logged once).
 
-A bad row never raises: :func:`read_catalog` returns it as a :class:`RowError` with a precise reason,
-and the run writes it to ``results/`` with ``status=error``. Image-level checks (reachable, decodable,
+A bad row never raises: :class:`CatalogReader` (a stream of chunks; :func:`read_catalog` reads them all)
+returns it as a :class:`RowError` with a precise reason, and the run writes it to ``results/`` with
+``status=error``. Image-level checks (reachable, decodable,
 mode, alpha, size) happen later, on the workers, in :func:`load_product_rgba`; they raise
 :class:`InvalidInput`, which the prepare stage turns into an error row the same way.
 
@@ -39,6 +40,7 @@ import os
 import re
 import unicodedata
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +52,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from pipelines import storage
 from pipelines.config import PrepareConfig
 from pipelines.naming import check_sku_id
+from pipelines.seen import SeenSkus
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +141,8 @@ class Catalog:
 # ----------------------------------------------------------------------------------------------------
 # Reading.
 
+CHUNK_ROWS = 8192  # catalog rows per chunk of the stream
+
 
 def detect_format(uri: str) -> str:
     fs, path = storage.filesystem(uri)
@@ -157,107 +162,181 @@ def detect_format(uri: str) -> str:
     )
 
 
+@dataclass
+class CatalogChunk:
+    """Up to ``chunk_rows`` consecutive catalog rows, validated. ``index`` numbers the chunks from 0;
+    the same catalog always splits into the same chunks."""
+
+    index: int
+    items: list[CatalogItem]
+    errors: list[RowError]
+
+
+class CatalogReader:
+    """Streams a catalog in chunks of validated rows, holding one chunk at a time.
+
+    JSONL and CSV are read line by line, Parquet a row-group batch at a time, a folder a listing page
+    at a time (:func:`pipelines.storage.list_pages`), locally or from ``s3://``. Rows are validated as
+    they come (:func:`validate_row`); a ``sku_id`` seen before becomes a duplicate error row, found
+    through :class:`SeenSkus` (16 bytes per item). Iterating again reads the catalog again.
+    """
+
+    def __init__(self, uri: str, chunk_rows: int = CHUNK_ROWS, page_size: int = 1000):
+        self.source = storage.normalize(uri)
+        self.format = detect_format(self.source)
+        self.base = self.source if self.format == "folder" else storage.parent(self.source)
+        self.chunk_rows, self.page_size = chunk_rows, page_size
+        self.seen = SeenSkus()
+        self.rows = self.valid = self.rejected = 0
+
+    def __iter__(self) -> Iterator[CatalogChunk]:
+        self.seen = SeenSkus()
+        self.rows = self.valid = self.rejected = 0
+        unknown: set[str] = set()
+        index = 0
+        raw: list[tuple[int, dict[str, Any] | str]] = []
+        for entry in _raw_rows(self.source, self.format, self.page_size):
+            raw.append(entry)
+            if len(raw) >= self.chunk_rows:
+                yield self._validate(index, raw, unknown)
+                index, raw = index + 1, []
+        if raw:
+            yield self._validate(index, raw, unknown)
+        if unknown:
+            logger.info("catalog %s: ignoring columns %s", self.source, sorted(map(str, unknown)))
+        logger.info(
+            "catalog %s (%s): %d rows, %d valid, %d rejected",
+            self.source,
+            self.format,
+            self.rows,
+            self.valid,
+            self.rejected,
+        )
+
+    def _validate(self, index: int, raw: list, unknown: set[str]) -> CatalogChunk:
+        validated: list[CatalogItem | RowError] = []
+        for row, rec in raw:
+            if isinstance(rec, str):  # a parse error for this row
+                validated.append(RowError(row, None, rec))
+                continue
+            unknown.update(k for k in rec if k not in KNOWN_COLUMNS)
+            validated.append(validate_row(rec, row, self.base))
+        valid = [v for v in validated if isinstance(v, CatalogItem)]
+        firsts = self.seen.first_rows([it.sku_id for it in valid], [it.row for it in valid])
+        duplicates = {
+            it.row: RowError(it.row, it.sku_id, f"duplicate sku_id {it.sku_id!r} (first at row {first})")
+            for it, first in zip(valid, firsts, strict=True)
+            if first is not None
+        }
+        chunk = CatalogChunk(index, [], [])
+        for v in validated:
+            v = duplicates.get(v.row, v) if isinstance(v, CatalogItem) else v
+            (chunk.items if isinstance(v, CatalogItem) else chunk.errors).append(v)
+        self.rows += len(validated)
+        self.valid += len(chunk.items)
+        self.rejected += len(chunk.errors)
+        return chunk
+
+    def count_rows(self) -> int:
+        """The number of rows without validating them (a cheap pass: Parquet metadata, a line count,
+        a listing); progress reports use it for the total."""
+        if self.format == "parquet":
+            with _open_binary(self.source) as f:
+                return pq.ParquetFile(f).metadata.num_rows
+        if self.format == "folder":
+            return sum(len(page) for page in storage.list_pages(self.source, self.page_size))
+        return sum(1 for _ in _raw_rows(self.source, self.format, self.page_size, parse=False))
+
+
 def read_catalog(uri: str) -> Catalog:
-    """Read and validate a whole catalog. Raises only if the catalog itself cannot be read."""
-    uri = storage.normalize(uri)
-    fmt = detect_format(uri)
-    base = uri if fmt == "folder" else storage.parent(uri)
-    catalog = Catalog(source=uri, format=fmt)
-    seen: dict[str, int] = {}
-    unknown: set[str] = set()
-    for row, raw in _raw_rows(uri, fmt):
-        if isinstance(raw, str):  # a parse error for this row
-            sku = None
-            catalog.errors.append(RowError(row, sku, raw))
-            continue
-        unknown.update(k for k in raw if k not in KNOWN_COLUMNS)
-        result = validate_row(raw, row, base)
-        if isinstance(result, CatalogItem):
-            first = seen.get(result.sku_id)
-            if first is not None:
-                result = RowError(
-                    row, result.sku_id, f"duplicate sku_id {result.sku_id!r} (first at row {first})"
-                )
-            else:
-                seen[result.sku_id] = row
-        (catalog.items if isinstance(result, CatalogItem) else catalog.errors).append(result)
-    if unknown:
-        logger.info("catalog %s: ignoring columns %s", uri, sorted(map(str, unknown)))
-    logger.info(
-        "catalog %s (%s): %d rows, %d valid, %d rejected",
-        uri,
-        fmt,
-        len(catalog),
-        len(catalog.items),
-        len(catalog.errors),
-    )
+    """Read and validate a whole catalog into memory (small catalogs: RFFT prompts, tests). Raises
+    only if the catalog itself cannot be read. Runs stream it instead (:class:`CatalogReader`)."""
+    reader = CatalogReader(uri)
+    catalog = Catalog(source=reader.source, format=reader.format)
+    for chunk in reader:
+        catalog.items.extend(chunk.items)
+        catalog.errors.extend(chunk.errors)
     return catalog
 
 
-def _raw_rows(uri: str, fmt: str):
-    """Yield ``(row_number, dict | error_reason)``."""
+def _open_binary(uri: str):
+    fs, path = storage.filesystem(uri)
+    return fs.open(path, "rb")
+
+
+def _raw_rows(uri: str, fmt: str, page_size: int = 1000, parse: bool = True):
+    """Yield ``(row_number, dict | error_reason)`` as the catalog is read (``parse=False``: only the
+    row numbers, for counting)."""
     if fmt == "folder":
-        fs, path = storage.filesystem(uri)
-        names = sorted(
-            e["name"].rstrip("/").rsplit("/", 1)[-1]
-            for e in fs.ls(path, detail=True)
-            if e.get("type") == "file"
-        )
-        names = [n for n in names if not n.startswith(".")]  # hidden files (.DS_Store) are not products
-        for i, name in enumerate(names, start=1):
-            stem, ext = os.path.splitext(name)
-            if ext.lower() not in IMAGE_EXTENSIONS:
-                yield (
-                    i,
-                    f"{name}: not an image file (extension {ext or 'none'!r}; expected one of {IMAGE_EXTENSIONS})",
-                )
-            else:
-                yield i, {"sku_id": stem, "image": name}
-        return
-    data = storage.read_bytes(uri)
-    if fmt == "parquet":
-        try:
-            pf = pq.ParquetFile(io.BytesIO(data))
-        except Exception as exc:  # pyarrow raises ArrowInvalid/OSError variants
-            raise ValueError(f"catalog {uri!r} is not a readable Parquet file: {exc}") from exc
         row = 0
-        for batch in pf.iter_batches(batch_size=8192):
-            for rec in batch.to_pylist():
+        for page in storage.list_pages(uri, page_size):
+            for entry in page:
                 row += 1
-                yield row, rec
+                name = entry["name"]
+                stem, ext = os.path.splitext(name)
+                if ext.lower() not in IMAGE_EXTENSIONS:
+                    yield (
+                        row,
+                        f"{name}: not an image file (extension {ext or 'none'!r}; expected one of {IMAGE_EXTENSIONS})",
+                    )
+                else:
+                    yield row, {"sku_id": stem, "image": name}
         return
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"catalog {uri!r} is not UTF-8 text: {exc}") from exc
-    if fmt == "jsonl":
-        for i, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
+    if fmt == "parquet":
+        with _open_binary(uri) as f:
             try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield i, f"line {i}: not valid JSON ({exc.msg} at column {exc.colno})"
-                continue
-            if not isinstance(rec, dict):
-                yield i, f"line {i}: expected a JSON object, got {type(rec).__name__}"
-                continue
-            yield i, rec
+                pf = pq.ParquetFile(f)
+            except Exception as exc:  # pyarrow raises ArrowInvalid/OSError variants
+                raise ValueError(f"catalog {uri!r} is not a readable Parquet file: {exc}") from exc
+            row = 0
+            for batch in pf.iter_batches(batch_size=CHUNK_ROWS):
+                for rec in batch.to_pylist():
+                    row += 1
+                    yield row, rec
+        return
+    if fmt == "jsonl":
+        with _open_binary(uri) as f:
+            for i, data in enumerate(f, start=1):
+                if not data.strip():
+                    continue
+                if not parse:
+                    yield i, ""
+                    continue
+                try:
+                    line = data.decode("utf-8-sig" if i == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    if i == 1:
+                        raise ValueError(f"catalog {uri!r} is not UTF-8 text: {exc}") from exc
+                    yield i, f"line {i}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield i, f"line {i}: not valid JSON ({exc.msg} at column {exc.colno})"
+                    continue
+                if not isinstance(rec, dict):
+                    yield i, f"line {i}: expected a JSON object, got {type(rec).__name__}"
+                    continue
+                yield i, rec
         return
     delimiter = "\t" if uri.lower().endswith(".tsv") else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    try:
-        header = next(reader)
-    except StopIteration:
-        return
-    header = [h.strip() for h in header]
-    for i, values in enumerate(reader, start=1):
-        if not values or all(not v.strip() for v in values):
-            continue
-        if len(values) != len(header):
-            yield i, f"row {i}: has {len(values)} fields, the header has {len(header)}"
-            continue
-        yield i, {k: (v if v != "" else None) for k, v in zip(header, values, strict=True)}
+    with _open_binary(uri) as f, io.TextIOWrapper(f, encoding="utf-8-sig", newline="") as text:
+        reader = csv.reader(text, delimiter=delimiter)
+        try:
+            header = [h.strip() for h in next(reader)]
+            for i, values in enumerate(reader, start=1):
+                if not values or all(not v.strip() for v in values):
+                    continue
+                if not parse:
+                    yield i, ""
+                elif len(values) != len(header):
+                    yield i, f"row {i}: has {len(values)} fields, the header has {len(header)}"
+                else:
+                    yield i, {k: (v if v != "" else None) for k, v in zip(header, values, strict=True)}
+        except StopIteration:
+            return
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"catalog {uri!r} is not UTF-8 text: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------------------------------

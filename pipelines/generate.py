@@ -1,10 +1,12 @@
-"""The generation stage: ControlNet inpainting on a GPU actor pool (one model load per actor).
+"""The generation stage: ControlNet inpainting on the run's GPU workers (one model load per worker per run).
 
 Reads the prepared columns (``product``, ``mask_image``, ``control_image``, ``prompt``,
 ``negative_prompt``, ``seed``), adds ``image`` (R,R,3) uint8 with the product pasted back,
-``generate_s`` (busy seconds per row) and ``generate_setup_s`` (the actor's model load + compile
-time, on its first row only), and drops the mask and control image it consumed. Resources (pool size,
-GPUs, batch size) are chosen where ``map_batches`` is called (:mod:`pipelines.runner`), never here.
+``generate_s`` (busy seconds per row) and ``generate_batch_s`` (the call's seconds), and drops the mask
+and control image it consumed. The stage runs on the run's long-lived workers
+(:mod:`pipelines.pool`), which time its construction (model load + compile); resources (pool size,
+GPUs, batch size) are chosen there and where the wave calls ``map_batches`` (:mod:`pipelines.wave`),
+never here.
 """
 
 from __future__ import annotations
@@ -157,8 +159,6 @@ class GenerateStage:
             self.compile_s = time.perf_counter() - t1
             hits = self.compile_cache.report()
             compiled = f" (FX graph cache {hits['hits']} hits, {hits['misses']} misses)"
-        # Reported once, with this actor's first batch, so run.json can show what start-up cost.
-        self._unreported_setup_s = self.load_s + self.compile_s
         logger.info(
             "generation actor ready: %s on %s/%s, load %.1f s, compile %.1f s%s",
             m.base,
@@ -257,10 +257,6 @@ class GenerateStage:
         batch["error"] = np.array(errors, dtype=object)
         batch["generate_s"] = np.full(n, elapsed / max(1, n), np.float32)
         batch["generate_batch_s"] = np.full(n, elapsed, np.float32)
-        setup = np.zeros(n, np.float32)
-        if n:
-            setup[0], self._unreported_setup_s = self._unreported_setup_s, 0.0
-        batch["generate_setup_s"] = setup
         del batch["mask_image"], batch["control_image"]
         return batch
 

@@ -48,15 +48,33 @@ class _Metrics:
 
 
 class Progress:
-    """Counts finished items and attempts; logs a summary line at most every ``interval_s``."""
+    """Counts finished items and attempts; logs a summary line at most every ``interval_s``.
 
-    def __init__(self, run_id: str, mode: str, total_items: int, interval_s: float, *, metrics: bool = True):
+    ``total_items``: the catalog's rows (``None`` until known: a run counts them in the background
+    while it starts; :meth:`set_total`). ``done_before``: items of this run an earlier driver finished
+    (a resumed run). The ETA counts only this driver's work: what is left of the catalog over the rate
+    at which this driver finishes items, so a resumed run neither counts the finished items as fast
+    work nor waits for them.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        mode: str,
+        total_items: int | None,
+        interval_s: float,
+        *,
+        done_before: int = 0,
+        metrics: bool = True,
+    ):
         self.run_id, self.mode, self.total = run_id, mode, total_items
+        self.done_before = done_before
         self.interval_s = interval_s
         self.started = time.monotonic()
         self.last_log = self.started
         self.items: Counter[str] = Counter()
         self.attempts: Counter[str] = Counter()
+        self.skipped = 0  # refresh: unchanged items (no work)
         self.images = 0
         self.busy_fraction = float("nan")
         self._metrics: _Metrics | None = None
@@ -65,6 +83,9 @@ class Progress:
                 self._metrics = _Metrics(run_id)
             except Exception as exc:  # metrics are best-effort: never fail a run because of them
                 logger.debug("Ray metrics unavailable: %s", exc)
+
+    def set_total(self, total_items: int) -> None:
+        self.total = total_items
 
     def attempt(self, outcome: str, n: int = 1) -> None:
         """``outcome`` in accepted | rejected | generated | failed."""
@@ -79,28 +100,36 @@ class Progress:
         if self._metrics and n > 0:  # Ray counters reject inc(0); a catalog without errors counts 0
             self._metrics.items.inc(n, tags={**self._metrics.tags, "status": status})
 
+    def skip(self, n: int) -> None:
+        self.skipped += n
+
     @property
     def done(self) -> int:
-        return sum(self.items.values())
+        """Catalog rows settled so far: finished before this driver, by it, or skipped as unchanged."""
+        return self.done_before + sum(self.items.values()) + self.skipped
 
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
         return self.images / elapsed if elapsed > 0 else 0.0
 
-    def line(self) -> str:
-        done, total = self.done, max(self.total, 1)
+    def eta(self) -> timedelta | None:
+        """What is left of the catalog over this driver's item rate (``None`` while unknown)."""
+        finished_here = sum(self.items.values())
         elapsed = time.monotonic() - self.started
-        item_rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (
-            timedelta(seconds=round((self.total - done) / item_rate))
-            if item_rate > 0 and done < self.total
-            else None
-        )
+        if self.total is None or finished_here == 0 or elapsed <= 0 or self.done >= self.total:
+            return None
+        return timedelta(seconds=round((self.total - self.done) * elapsed / finished_here))
+
+    def line(self) -> str:
+        done, total = self.done, self.total
+        share = f" ({100.0 * done / max(total, 1):.1f}%)" if total is not None else ""
+        eta = self.eta()
         i, a = self.items, self.attempts
+        skipped = f" unchanged {self.skipped}" if self.skipped else ""
         return (
-            f"{self.mode} {self.run_id} | items {done}/{self.total} ({100.0 * done / total:.1f}%) | "
-            f"accepted {i['accepted']} exhausted {i['exhausted']} generated {i['generated']} errors {i['error']} | "
-            f"attempts {sum(a.values())} (rejected {a['rejected']}, failed {a['failed']}) | "
+            f"{self.mode} {self.run_id} | items {done}/{total if total is not None else '?'}{share} | "
+            f"accepted {i['accepted']} exhausted {i['exhausted']} generated {i['generated']} errors {i['error']}"
+            f"{skipped} | attempts {sum(a.values())} (rejected {a['rejected']}, failed {a['failed']}) | "
             f"{self.rate():.2f} img/s | ETA {eta if eta is not None else '-'}"
         )
 
@@ -113,6 +142,7 @@ class Progress:
         if self._metrics:
             tags = self._metrics.tags
             self._metrics.rate.set(self.rate(), tags=tags)
-            self._metrics.pending.set(self.total - self.done, tags=tags)
+            if self.total is not None:
+                self._metrics.pending.set(max(0, self.total - self.done), tags=tags)
             if self.busy_fraction == self.busy_fraction:
                 self._metrics.busy.set(self.busy_fraction, tags=tags)

@@ -22,14 +22,15 @@ twice (here, then by prepare).
 **Why the stored metadata can be trusted.** The identity stored for an item is the listing made
 *before* its bytes were read in the run that processed it, so a file that changes after the listing
 shows a new version next time, never an old one; stale metadata can only cost a read, not hide a
-change. A resumed run does not know when an earlier session read an item's bytes: for items with
-attempts from before this session's listing it stores no listing metadata (the next refresh hashes
-them once).
+change. A resumed run does not know when an earlier session read an item's bytes: an item with
+attempts from an earlier session keeps the listing metadata its manifest row had for the same
+digest, or gets none (the next refresh hashes it once).
 
-:class:`ChangeDetector` works chunk by chunk over any iterable of catalog items: it holds the
-manifest (Arrow), a ``sku_id -> row`` index, a seen-flag per manifest row and the listings of the
+:class:`ChangeDetector` works chunk by chunk as the catalog streams (:mod:`pipelines.feed`): it holds
+the manifest (Arrow), a ``sku_id -> row`` index, a seen-flag per manifest row and the listings of the
 image directories met so far (about 150 bytes per listed file); nothing per catalog item beyond that.
-:func:`select_changed` runs it over a whole catalog; :func:`update_manifest` writes the outcome.
+:func:`select_changed` runs it over a whole catalog. The run adds each finished item's manifest row to
+:class:`ManifestUpdates` (Arrow every 8,192 rows) and :func:`update_manifest` writes the outcome.
 ``manifest.parquet`` (``MANIFEST_SCHEMA``) keeps the latest state per ``sku_id``; items that left the
 catalog are marked ``removed=True`` (nothing is deleted). The lease that keeps two refreshes off one
 store is in :mod:`pipelines.lease`.
@@ -39,11 +40,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -52,10 +52,7 @@ import pyarrow.compute as pc
 from pipelines import storage
 from pipelines.catalog import Catalog, CatalogItem
 from pipelines.config import GenerateConfig
-from pipelines.store import MANIFEST_SCHEMA, OutputStore, now
-
-if TYPE_CHECKING:
-    from pipelines.runner import ItemState
+from pipelines.store import MANIFEST_SCHEMA, OutputStore, now, to_table
 
 logger = logging.getLogger(__name__)
 
@@ -101,12 +98,11 @@ class Selection:
     identities: dict[str, ImageIdentity] = field(default_factory=dict)
     refreshed: dict[str, dict[str, Any]] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)
-    listed_at: float = field(default_factory=time.time)  # before the first listing of this selection
     images_read: int = 0  # images whose bytes were read to decide
     bytes_read: int = 0
 
     def extend(self, other: Selection) -> None:
-        """Add the selection of a later chunk of the same catalog (keeps the earlier ``listed_at``)."""
+        """Add the selection of a later chunk of the same catalog."""
         self.todo += other.todo
         self.skipped += other.skipped
         self.identities.update(other.identities)
@@ -171,6 +167,15 @@ class ChangeDetector:
                 sel.todo.append(item)
                 sel.identities[item.sku_id] = ImageIdentity(identity.size, identity.version)
         return sel
+
+    def known(self, items: list[CatalogItem]) -> list[ImageIdentity]:
+        """The image identity the manifest holds for each item (empty for a new one), marking it as
+        seen: for items a resumed run does not select again (finished, or attempted, by an earlier
+        session of the run)."""
+        return [
+            ImageIdentity(p["image_size"], p["image_version"], p["image_sha256"]) if p else ImageIdentity()
+            for p in self._previous(items)
+        ]
 
     def removed(self) -> list[str]:
         """``sku_id`` of live manifest items that no chunk contained."""
@@ -277,68 +282,101 @@ def select_changed(
     return sel
 
 
-def update_manifest(
-    store: OutputStore,
-    states: Mapping[str, ItemState],
-    selection: Selection,
-    run_id: str,
-    config_hash: str,
-    *,
-    resumed: bool = False,
-) -> None:
-    """Upsert the processed items' latest state, refresh the identities of skipped ones, mark
-    removed ones; written atomically.
+MANIFEST_UPDATE_SCHEMA = pa.schema(
+    [f for f in MANIFEST_SCHEMA if f.name not in ("run_id", "removed", "updated_at")]
+)
 
-    ``resumed``: the run continued an earlier session. Items with attempts recorded before this
-    session's listing keep the listing metadata their manifest row had for the same digest (listed
-    before those bytes were read), or get none (this session's listing may be newer than the bytes).
-    Rows of untouched items are carried over as Arrow data; only processed items are built in Python.
+
+def manifest_entry(
+    item: CatalogItem,
+    result: Mapping[str, Any],
+    config_hash: str,
+    identity: ImageIdentity | None = None,
+    *,
+    earlier_session: bool = False,
+) -> dict[str, Any]:
+    """The manifest row (:data:`MANIFEST_UPDATE_SCHEMA`) of an item the run finished.
+
+    ``identity``: the image's identity as listed before this session read its bytes (the
+    :class:`Selection`'s), or, for an item with attempts from an ``earlier_session`` of a resumed run,
+    the identity its manifest row had (:meth:`ChangeDetector.known`): kept only if it is of the same
+    digest, since this session's listing may be newer than the bytes the item was made from.
     """
+    identity = identity or ImageIdentity()
+    read = result.get("content_hash") or ""
+    given = item.image_sha256[:DIGEST_CHARS] if item.image_sha256 else None
+    digest = given or read  # the catalog's word is what the next refresh compares against
+    if earlier_session and not (digest and identity.sha256 == digest):
+        identity = ImageIdentity()
+    return {
+        "sku_id": item.sku_id,
+        "item_hash": item_hash(digest, item, config_hash) if digest else "",
+        "status": result["status"],
+        "image": result.get("image") or "",
+        "row_hash": row_hash(item, config_hash),
+        "image_size": identity.size,
+        "image_version": identity.version,
+        "image_sha256": digest or None,
+    }
+
+
+class ManifestUpdates:
+    """What a run changes in the manifest: a row per finished item (:func:`manifest_entry`, turned
+    into Arrow every ``flush_rows`` rows), the new comparison columns of skipped items
+    (``refreshed``, from :class:`Selection`) and the items gone from the catalog (``removed``)."""
+
+    def __init__(self, config_hash: str, flush_rows: int = 8192):
+        self.config_hash, self.flush_rows = config_hash, flush_rows
+        self.rows: list[dict[str, Any]] = []
+        self.tables: list[pa.Table] = []
+        self.refreshed: dict[str, dict[str, Any]] = {}
+        self.removed: list[str] = []
+        self.mismatched = 0  # items whose catalog image_sha256 is not the digest of the bytes read
+
+    def add(
+        self,
+        item: CatalogItem,
+        result: Mapping[str, Any],
+        identity: ImageIdentity | None = None,
+        *,
+        earlier_session: bool = False,
+    ) -> None:
+        read = result.get("content_hash") or ""
+        self.mismatched += bool(item.image_sha256 and read and read != item.image_sha256[:DIGEST_CHARS])
+        entry = manifest_entry(item, result, self.config_hash, identity, earlier_session=earlier_session)
+        self.rows.append(entry)
+        if len(self.rows) >= self.flush_rows:
+            self.tables.append(to_table(self.rows, MANIFEST_UPDATE_SCHEMA))
+            self.rows = []
+
+    def table(self) -> pa.Table:
+        return pa.concat_tables([*self.tables, to_table(self.rows, MANIFEST_UPDATE_SCHEMA)])
+
+
+def update_manifest(store: OutputStore, updates: ManifestUpdates, run_id: str) -> None:
+    """Upsert the finished items' rows, refresh the comparison columns of skipped ones, mark removed
+    ones; written atomically. Rows of untouched items are carried over as Arrow data."""
     manifest = store.manifest()
     stamp = now()
-    stale = _read_before(store, run_id, selection.listed_at) if resumed else set()
-    earlier = _identities(manifest, stale)
-    rows, mismatched = [], 0
-    for sku, st in states.items():
-        res = st.result
-        if res is None:
-            continue
-        read = res.get("content_hash") or ""
-        given = st.item.image_sha256[:DIGEST_CHARS] if st.item.image_sha256 else None
-        mismatched += bool(given and read and read != given)
-        digest = given or read  # the catalog's word is what the next refresh compares against
-        identity = selection.identities.get(sku, ImageIdentity())
-        if sku in stale:
-            before = earlier.get(sku, ImageIdentity())
-            identity = before if digest and before.sha256 == digest else ImageIdentity()
-        rows.append(
-            {
-                "sku_id": sku,
-                "item_hash": item_hash(digest, st.item, config_hash) if digest else "",
-                "status": res["status"],
-                "image": res.get("image") or "",
-                "run_id": run_id,
-                "removed": False,
-                "updated_at": stamp,
-                "row_hash": row_hash(st.item, config_hash),
-                "image_size": identity.size,
-                "image_version": identity.version,
-                "image_sha256": digest or None,
-            }
-        )
-    if mismatched:
+    if updates.mismatched:
         logger.warning(
             "%d items' image_sha256 in the catalog does not match the image bytes read; refresh trusts "
             "the catalog's value (fix the column, or drop it to compare listing metadata)",
-            mismatched,
+            updates.mismatched,
         )
-    updated = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    entries = updates.table()
+    n = len(entries)
+    stamp_type = MANIFEST_SCHEMA.field("updated_at").type
+    updated = entries.append_column("run_id", pa.array([run_id] * n, pa.string()))
+    updated = updated.append_column("removed", pa.array([False] * n, pa.bool_()))
+    updated = updated.append_column("updated_at", pa.array([stamp] * n, stamp_type))
+    updated = updated.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
     kept = manifest.filter(
         pc.invert(pc.is_in(manifest["sku_id"], value_set=updated["sku_id"].combine_chunks()))
     )
-    kept = _refresh_columns(kept, selection.refreshed)
-    gone = pc.is_in(kept["sku_id"], value_set=pa.array(selection.removed, pa.string()))
-    stamped = pc.if_else(gone, pa.scalar(stamp, MANIFEST_SCHEMA.field("updated_at").type), kept["updated_at"])
+    kept = _refresh_columns(kept, updates.refreshed)
+    gone = pc.is_in(kept["sku_id"], value_set=pa.array(updates.removed, pa.string()))
+    stamped = pc.if_else(gone, pa.scalar(stamp, stamp_type), kept["updated_at"])
     kept = kept.set_column(kept.schema.get_field_index("removed"), "removed", pc.or_(kept["removed"], gone))
     kept = kept.set_column(kept.schema.get_field_index("updated_at"), "updated_at", stamped)
     store.write_manifest(pa.concat_tables([kept, updated]))
@@ -355,22 +393,3 @@ def _refresh_columns(kept: pa.Table, refreshed: Mapping[str, dict[str, Any]]) ->
     mask = np.ones(len(kept), bool)
     mask[positions] = False
     return pa.concat_tables([kept.filter(pa.array(mask)), pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)])
-
-
-def _identities(manifest: pa.Table, skus: set[str]) -> dict[str, ImageIdentity]:
-    if not skus:
-        return {}
-    rows = manifest.filter(pc.is_in(manifest["sku_id"], value_set=pa.array(sorted(skus), pa.string())))
-    return {
-        r["sku_id"]: ImageIdentity(r["image_size"], r["image_version"], r["image_sha256"])
-        for r in rows.select(["sku_id", "image_size", "image_version", "image_sha256"]).to_pylist()
-    }
-
-
-def _read_before(store: OutputStore, run_id: str, listed_at: float) -> set[str]:
-    """Items with an attempt of ``run_id`` recorded before ``listed_at`` (an earlier session)."""
-    attempts = store.attempts().select(["run_id", "sku_id", "created_at"])
-    mine = attempts.filter(pc.equal(attempts["run_id"], run_id))
-    cutoff = pa.scalar(int(listed_at * 1000), pa.timestamp("ms", tz="UTC"))
-    early = mine.filter(pc.less(mine["created_at"], cutoff))
-    return set(early["sku_id"].to_pylist())

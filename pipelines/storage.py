@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -222,14 +222,70 @@ def list_files(uri: str, suffix: str = "") -> list[str]:
     return sorted(out)
 
 
+def list_dirs(uri: str) -> list[str]:
+    """Names of the directories directly under ``uri`` (S3: common prefixes), sorted; ``[]`` if none."""
+    fs, path = filesystem(uri)
+    try:
+        entries = fs.ls(path, detail=True, refresh=True)  # s3fs caches listings; a run just added one
+    except FileNotFoundError:
+        return []
+    return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory")
+
+
+def list_pages(uri: str, page_size: int = 1000) -> Iterator[list[dict]]:
+    """Files directly under the directory ``uri``, a page at a time, in name order: ``{"name": file
+    name, "size": bytes}`` (and ``"etag"`` on S3). Hidden and temporary files (leading ``.``) are
+    skipped. A missing directory gives no page.
+
+    On S3 each page is one ``ListObjectsV2`` response (``page_size`` keys, S3's own order, which is
+    the names' code-point order), so a listing of millions of objects is never held at once. A local
+    directory is read with ``os.scandir`` and sorted (its names are held while sorting: ~100 bytes per
+    file), then handed out in pages of ``page_size``.
+    """
+    fs, path = filesystem(uri)
+    if is_remote(uri):
+        bucket, _, key = path.partition("/")
+        prefix = f"{key.rstrip('/')}/" if key else ""
+        kwargs = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/", "MaxKeys": page_size}
+        while True:
+            out = fs.call_s3("list_objects_v2", **kwargs)
+            page = []
+            for obj in out.get("Contents", []):
+                name = obj["Key"][len(prefix) :]
+                if name and not name.startswith(".") and "/" not in name:
+                    page.append(
+                        {"name": name, "size": obj.get("Size"), "etag": obj.get("ETag", "").strip('"')}
+                    )
+            if page:
+                yield page
+            if not out.get("IsTruncated"):
+                return
+            kwargs["ContinuationToken"] = out["NextContinuationToken"]
+    try:
+        with os.scandir(path) as entries:
+            names = sorted(e.name for e in entries if e.is_file() and not e.name.startswith("."))
+    except FileNotFoundError:
+        return
+    for start in range(0, len(names), page_size):
+        yield [
+            {"name": n, "size": os.path.getsize(os.path.join(path, n))}
+            for n in names[start : start + page_size]
+        ]
+
+
 def write_parquet(uri: str, table: pa.Table, **kwargs) -> None:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     write_bytes(uri, buf.getvalue(), **kwargs)
 
 
-def read_parquet(uri: str) -> pa.Table:
-    return pq.read_table(io.BytesIO(read_bytes(uri)))
+def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet file, or only those of ``columns`` it has."""
+    data = io.BytesIO(read_bytes(uri))
+    if columns is None:
+        return pq.read_table(data)
+    pf = pq.ParquetFile(data)
+    return pf.read(columns=[c for c in columns if c in pf.schema_arrow.names])
 
 
 def read_parquet_dir(uri: str, schema: pa.Schema | None = None) -> pa.Table | None:

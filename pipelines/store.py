@@ -4,28 +4,33 @@ Layout (local or ``s3://``)::
 
     OUT/images/<sku>/<attempt>.png     every generated image (sku = naming.encode_sku(sku_id))
     OUT/products/<sku>.png             the product as placed on the canvas (RGBA), for reports/labelling
-    OUT/attempts/<run>-w<wave>-<part>.parquet   one row per attempt            (ATTEMPT_SCHEMA)
-    OUT/results/<run>-w<wave>-<part>.parquet    one row per catalog item per run (RESULT_SCHEMA)
+    OUT/attempts/<run>-w<wave>-<session>-<part>.parquet   one row per attempt       (ATTEMPT_SCHEMA)
+    OUT/results/<run>-w<wave>-<session>-<part>.parquet    one row per catalog item per run (RESULT_SCHEMA)
+    OUT/results/<run>-catalog-errors-<chunk>.parquet      the catalog's bad rows, per catalog chunk
     OUT/manifest.parquet               latest state per sku_id: status, removed flag, and what refresh
                                        compares (row hash, image size/version/content hash)
     OUT/state.json                     the current run: id, mode, config hash, status
     OUT/lease.json                     held while a refresh runs (one refresh per store at a time;
                                        pipelines.lease)
-    OUT/run.json, OUT/report.html      the run summary and the page for people
+    OUT/run.json, OUT/report.html      the latest run's summary and the page for people
+    OUT/runs/<run>/run.json, report.html   every run's own copy (the history)
 
 Every table file is written once, atomically, under a fresh name; nothing is appended in place, so a
 killed run leaves only whole files behind. The state of a run is *derived* from ``attempts/`` and
 ``results/`` (never from memory): a rerun with the same ``--out`` reads them back and continues.
+Readers of large runs take the tables a part file at a time (:meth:`OutputStore.iter_parts`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines import lease, storage
 from pipelines.labels import LABELS
@@ -112,6 +117,15 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns and types: columns it lacks (files written before
+    they existed) are added as nulls."""
+    for f in schema:
+        if f.name not in table.column_names:
+            table = table.append_column(f.name, pa.nulls(len(table), f.type))
+    return table.select(schema.names).cast(schema)
+
+
 def to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     """Rows -> table with exactly ``schema``'s columns (missing values null, extra keys dropped)."""
     columns = {f.name: [r.get(f.name) for r in rows] for f in schema}
@@ -145,7 +159,27 @@ class OutputStore:
 
     def read_table(self, table_dir: str, schema: pa.Schema) -> pa.Table:
         table = storage.read_parquet_dir(self.path(table_dir))
-        return schema.empty_table() if table is None else conform(table, schema)
+        if table is None:
+            return schema.empty_table()
+        return conform(table, schema)
+
+    def iter_parts(
+        self,
+        table_dir: str,
+        schema: pa.Schema,
+        columns: tuple[str, ...] | list[str] | None = None,
+        run_id: str | None = None,
+    ) -> Iterator[pa.Table]:
+        """The table's part files one at a time, as ``schema`` (only ``columns``; only the rows of
+        ``run_id``): what a reader of a million-item run holds is one part, not the table."""
+        names = list(columns) if columns is not None else schema.names
+        wanted = pa.schema([schema.field(c) for c in names])
+        read = names if run_id is None or "run_id" in names else [*names, "run_id"]
+        for uri in storage.list_files(self.path(table_dir), ".parquet"):
+            part = storage.read_parquet(uri, read)
+            if run_id is not None:
+                part = part.filter(pc.equal(part["run_id"], run_id))
+            yield conform(part, wanted)
 
     def attempts(self) -> pa.Table:
         return self.read_table("attempts", ATTEMPT_SCHEMA)
@@ -178,12 +212,3 @@ class OutputStore:
         if self._lease is not None and self._lease.owner == owner:
             lease.release(self._lease)
             self._lease = None
-
-
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``table`` with exactly ``schema``'s columns: columns it lacks (files written before they
-    existed) are added as nulls."""
-    for f in schema:
-        if f.name not in table.column_names:
-            table = table.append_column(f.name, pa.nulls(len(table), f.type))
-    return table.select(schema.names).cast(schema)

@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import threading
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,6 +223,8 @@ def s3_server(monkeypatch) -> S3Server:
     try:
         yield S3Server(endpoint, boto3.client("s3"), recorder)
     finally:
+        # moto keeps its buckets in the process, not in the server: empty them for the next test
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).close()
         server.shutdown()
         thread.join()
 

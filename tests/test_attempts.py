@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipelines.attempts import SHAPE_NEGATIVE, PreviousAttempt, attempt_seed, plan_attempt
 from pipelines.catalog import CatalogItem
 from pipelines.config import GenerateConfig, load_config
-from pipelines.runner import ItemState, decide
+from pipelines.items import ItemState, decide, next_plan
 
 CFG = load_config(GenerateConfig, preset="tiny")
 ITEM = CatalogItem(row=1, sku_id="S1", image="/x/a.png", caption="a mug")
@@ -110,34 +110,25 @@ def test_decide_without_inspection():
     assert (r["status"], r["attempts"]) == ("generated", 1)
 
 
-# ---- wave planning --------------------------------------------------------------------------------
+# ---- the next attempt --------------------------------------------------------------------------------
 
 
-def test_a_wave_plans_every_retry_and_only_the_new_items_it_takes(monkeypatch):
-    import pipelines.runner as runner
-
-    planned = []
-
-    def counting_plan(item, attempt, cfg, history=()):
-        planned.append((item.sku_id, attempt))
-        return plan_attempt(item, attempt, cfg, history)
-
-    monkeypatch.setattr(runner, "plan_attempt", counting_plan)
-    cfg = load_config(GenerateConfig, preset="tiny", overrides={"run.chunk_size": 3})
-    items = [CatalogItem(row=i + 1, sku_id=f"S{i}", image=f"/x/{i}.png") for i in range(1000)]
-    states = [ItemState(it) for it in items]
-    states[0].result = {"status": "accepted"}  # finished: not planned
-    states[500] = state((False, 0.1, ""))  # one rejected attempt: retried at attempt 2
-    states[500].item = items[500]
-
-    plans = runner.next_wave_plans(states, cfg)
-    assert [(item.sku_id, plan.attempt) for item, plan in plans] == [
-        ("S500", 2),
-        ("S1", 1),
-        ("S2", 1),
-        ("S3", 1),
-    ]
-    assert sorted(planned) == sorted(
-        (item.sku_id, plan.attempt) for item, plan in plans
-    )  # nothing else planned
-    assert plans[1][1] == plan_attempt(items[1], 1, cfg)
+def test_next_plan_continues_the_history_with_the_planned_seed():
+    st = ItemState(ITEM)
+    assert next_plan(st, CFG) == plan_attempt(ITEM, 1, CFG)
+    p1 = plan_attempt(ITEM, 1, CFG)
+    st.attempts[1] = {
+        "attempt": 1,
+        "error": "",
+        "accepted": False,
+        "label": "size_mismatch",
+        "template": p1.template,
+        "color": p1.color,
+        "image_scale": p1.image_scale,
+    }
+    p2 = next_plan(st, CFG)
+    assert p2 == plan_attempt(ITEM, 2, CFG, [prev(1, "size_mismatch", p1)])
+    assert p2.attempt == 2 and p2.steer == "image_scale" and p2.seed == attempt_seed(CFG.seed, "S1", 2)
+    # a failed attempt carries no verdict: the retry is a plain reseed
+    st.attempts[1] = {**st.attempts[1], "error": "generation failed: x"}
+    assert next_plan(st, CFG).steer == ""

@@ -87,14 +87,71 @@ def test_bench_catalog_cycles_products_with_unique_valid_rows(tmp_path):
     assert 1 < len({it.image for it in catalog.items}) <= 5
 
 
-def test_scale_bench_plans_only_the_first_wave(tmp_path):
-    from bench.cpu_scale import first_wave_planning, scale_config
+def test_stand_in_stages_keep_the_stage_contracts(tmp_path):
+    from bench.stand_ins import PAPER_ACCEPT_RATE, CanvasStage, HashScorer
+    from pipelines.attempts import plan_attempt
+    from pipelines.catalog import read_catalog
+    from pipelines.config import GenerateConfig, load_config
+    from pipelines.labels import LABELS
+    from pipelines.prepare import composite_on, prepare_batch
+    from pipelines.wave import work_rows
 
-    catalog = write_bench_catalog(tmp_path, items=40, distinct=4)
-    cfg = scale_config(str(catalog), str(tmp_path / "out"), 1, ["run.chunk_size=8"])
-    planning = first_wave_planning(cfg)
-    assert (planning["items"], planning["planned"]) == (40, 8)
-    assert planning["ms"] >= 0
+    catalog = write_bench_catalog(tmp_path, items=6, distinct=3)
+    cfg = load_config(
+        GenerateConfig, preset="tiny", overrides={"catalog": str(catalog), "prepare.resolution": 64}
+    )
+    items = read_catalog(str(catalog)).items
+    batch = prepare_batch(to_batch(work_rows([(it, plan_attempt(it, 1, cfg)) for it in items])), cfg)
+    product = batch["product"].copy()
+    out = CanvasStage(cfg)(batch)
+    assert "mask_image" not in out and "control_image" not in out and (out["generate_s"] >= 0).all()
+    white = np.full((64, 64, 3), 255, np.uint8)
+    for i in range(len(items)):
+        assert np.array_equal(out["image"][i], composite_on(product[i], white))
+
+    n = 4000
+    scored = HashScorer(threshold=1 - PAPER_ACCEPT_RATE)(
+        {"sku_id": np.array([f"S{i}" for i in range(n)], dtype=object), "attempt": np.ones(n, np.int64),
+         "error": np.array([""] * n, dtype=object)}
+    )  # fmt: skip
+    assert abs(scored["accepted"].mean() - PAPER_ACCEPT_RATE) < 0.03
+    labels = set(scored["label"])
+    assert labels <= set(LABELS) and len(labels) == len(LABELS)  # available and every defect
+    assert all(
+        (lab == "available") == acc for lab, acc in zip(scored["label"], scored["accepted"], strict=True)
+    )
+
+
+def scale_run(tmp_path, stages: str, items: int, chunk_size: int) -> dict:
+    """``bench.cpu_scale`` on ``items`` items; checks every item got a result with retries on the way."""
+    out = tmp_path / "scale.json"
+    proc = run_module(
+        "bench.cpu_scale", "--stages", stages, "--items", str(items), "--distinct", "4",
+        "--set", f"run.chunk_size={chunk_size}", "--work-dir", str(tmp_path / "w"), "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = json.loads(out.read_text())["runs"][str(items)]
+    assert sum(run["counts"].values()) == items and run["counts"]["error"] == 0
+    assert run["counts"]["exhausted"] > 0 and run["attempts_total"] > items  # retries happened
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_scale_bench_measures_the_driver_with_stand_in_stages(tmp_path, shared_ray):
+    shared_ray.stop()  # the script starts its own local Ray
+    run = scale_run(tmp_path, "stand-in", 300, 64)
+    assert run["waves"] >= 5 and run["generation_actor_starts"] == 1
+    assert 0 < run["driver_rss_mib_peak"] <= run["peak_rss_mib"]
+    assert 0 < run["items_in_flight_peak"] < 300  # the driver never held the whole catalog
+
+
+def test_driver_only_scale_bench_runs_the_driver_without_ray(tmp_path):
+    # Waves in process (no Ray): the driver's own work (catalog stream, planning, deciding, tables,
+    # summary, report, manifest) over a catalog twenty times a chunk, with items in flight bounded.
+    run = scale_run(tmp_path, "driver-only", 2000, 100)
+    assert run["waves"] >= 20 and run["peak_processes"] == 1  # no Ray process
+    assert 0 < run["items_in_flight_peak"] < 1000
 
 
 def test_jpeg_round_trip_compresses_rgb_images_in_place_of_the_originals():

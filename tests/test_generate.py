@@ -227,6 +227,21 @@ class ScriptedInspector:
         return batch
 
 
+def scripted_config(tmp_path, catalog, script, **overrides):
+    """The tiny preset with the scripted inspector reading ``script`` (written to ``script.json``)."""
+    script_path = tmp_path / "script.json"
+    script_path.write_text(json.dumps(script))
+    values = {
+        "catalog": str(catalog),
+        "out": str(tmp_path / "out"),
+        "inspect.rfnet": str(script_path),
+        "inspect.threshold": 0.5,
+        "generation.num_inference_steps": 2,
+        **overrides,
+    }
+    return load_config(GenerateConfig, preset="tiny", overrides=values)
+
+
 def test_scripted_recurrent_generation(ray_cluster, tmp_path):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     catalog = write_sample_catalog(tmp_path / "cat", items=5)
@@ -238,21 +253,8 @@ def test_scripted_recurrent_generation(ray_cluster, tmp_path):
         "SKU-0004": ["error: a", "error: b", "error: c"],  # every attempt fails
         "商品-αβ/01": [0.3, 0.3, 0.95],  # accepted at the last attempt
     }
-    script_path = tmp_path / "script.json"
-    script_path.write_text(json.dumps(script))
-    cfg = load_config(
-        GenerateConfig,
-        preset="tiny",
-        overrides={
-            "catalog": str(catalog),
-            "out": str(tmp_path / "out"),
-            "inspect.rfnet": str(script_path),
-            "inspect.threshold": 0.5,
-            "retry.max_attempts": 3,
-            "generation.num_inference_steps": 2,
-            "run.chunk_size": 2,  # several waves: rejects ride along with new items
-        },
-    )
+    # several waves: rejects ride along with new items
+    cfg = scripted_config(tmp_path, catalog, script, **{"retry.max_attempts": 3, "run.chunk_size": 2})
     summary = run_catalog(cfg, inspect_stage=ScriptedInspector)
     results = {r["sku_id"]: r for r in read_dir(tmp_path / "out" / "results")}
     attempts = read_dir(tmp_path / "out" / "attempts")
@@ -277,14 +279,50 @@ def test_scripted_recurrent_generation(ray_cluster, tmp_path):
     assert summary.counts == {"accepted": 4, "exhausted": 1, "generated": 0, "error": 1}
     assert summary.run_json["available_rate_by_attempt"] == pytest.approx({"1": 0.2, "2": 0.6, "3": 0.8})
     assert len(summary.run_json["waves"]) >= 3
+    # however many waves: the models were built once
+    assert summary.run_json["generation_actor_starts"] == summary.run_json["inspection_actor_starts"] == 1
 
-    # the same seed reproduces the same accepted images
+    # the same seed reproduces every attempt's plan and the same accepted images (up to the
+    # floating-point rounding of other batch-mates: which rows share a batch depends on timing)
     cfg2 = cfg.model_copy(update={"out": str(tmp_path / "out2")})
     run_catalog(cfg2, inspect_stage=ScriptedInspector)
     again = {r["sku_id"]: r for r in read_dir(tmp_path / "out2" / "results")}
+    plan = ("seed", "prompt", "negative_prompt", "template", "color", "image_scale", "steer")
+    first = {(a["sku_id"], a["attempt"]): [a[k] for k in plan] for a in attempts}
+    assert {
+        (a["sku_id"], a["attempt"]): [a[k] for k in plan] for a in read_dir(tmp_path / "out2" / "attempts")
+    } == first
     for sku, r in results.items():
         if r["status"] == "accepted":
-            assert Path(r["image"]).read_bytes() == Path(again[sku]["image"]).read_bytes()
+            image, image2 = (np.asarray(Image.open(x), dtype=int) for x in (r["image"], again[sku]["image"]))
+            assert np.abs(image - image2).max() <= 1, sku
+
+
+def test_generation_workers_start_once_per_run_however_many_retry_waves(ray_cluster, tmp_path):
+    """Eight items rejected three times each, one new item per wave: at least four waves of retries
+    run on the same two generation workers (and one inspection worker), each built once."""
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    catalog = write_sample_catalog(tmp_path / "cat", items=7)
+    skus = [json.loads(line)["sku_id"] for line in catalog.read_text().splitlines()]
+    script = {sku: [0.1, 0.2, 0.3, 0.9] for sku in skus}
+    overrides = {"retry.max_attempts": 4, "generation.num_inference_steps": 1, "run.chunk_size": 1}
+    cfg = scripted_config(
+        tmp_path, catalog, script, **overrides, **{"generation.concurrency": 2, "generation.batch_size": 2}
+    )
+    summary = run_catalog(cfg, inspect_stage=ScriptedInspector)
+    run = summary.run_json
+    assert summary.counts["accepted"] == len(skus)
+    attempts = read_dir(tmp_path / "out" / "attempts")
+    assert Counter(a["attempt"] for a in attempts) == {k: len(skus) for k in (1, 2, 3, 4)}
+    assert sum(1 for w in run["waves"] if w["retries"]) >= 3
+    assert run["generation_actor_starts"] == cfg.generation.concurrency
+    assert run["inspection_actor_starts"] == cfg.inspect.concurrency
+    assert 0 < run["generation_busy_fraction"] <= 1 and run["generation_setup_s"] > 0
+    # the history keeps this run's own copy
+    assert json.loads((tmp_path / "out" / "runs" / summary.run_id / "run.json").read_text()) == json.loads(
+        (tmp_path / "out" / "run.json").read_text()
+    )
+    assert (tmp_path / "out" / "runs" / summary.run_id / "report.html").is_file()
 
 
 def test_run_that_died_mid_way_resumes_without_losing_recorded_rows(ray_cluster, tmp_path):
@@ -296,18 +334,8 @@ def test_run_that_died_mid_way_resumes_without_losing_recorded_rows(ray_cluster,
     script = {sku: [0.9] for sku in skus}
     script["SKU-0001"] = [0.1, 0.8]  # rejected in wave 1, accepted in wave 2
     script["SKU-0003"] = ["crash"]  # new in wave 2: the first run dies there
+    cfg = scripted_config(tmp_path, catalog, script, **{"retry.max_attempts": 2, "run.chunk_size": 2})
     script_path = tmp_path / "script.json"
-    script_path.write_text(json.dumps(script))
-    overrides = {
-        "catalog": str(catalog),
-        "out": str(tmp_path / "out"),
-        "inspect.rfnet": str(script_path),
-        "inspect.threshold": 0.5,
-        "retry.max_attempts": 2,
-        "generation.num_inference_steps": 2,
-        "run.chunk_size": 2,
-    }
-    cfg = load_config(GenerateConfig, preset="tiny", overrides=overrides)
     with pytest.raises(Exception, match="scripted crash"):
         run_catalog(cfg, inspect_stage=ScriptedInspector)
     first = {(a["sku_id"], a["attempt"]): a["created_at"] for a in read_dir(tmp_path / "out" / "attempts")}

@@ -52,6 +52,24 @@ def test_progress_line_counts_items_and_attempts():
     assert p.images == 8 and "img/s" in line and "ETA 0:" in line
 
 
+def test_eta_counts_only_this_drivers_work(monkeypatch):
+    """A resumed run: 900 of 1,000 items were finished by the killed driver. The ETA is what is left
+    (100 - what this driver finished) at this driver's rate, not the whole catalog's."""
+    from pipelines import progress
+
+    clock = [1000.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    p = Progress("run-2", "generate", total_items=None, interval_s=60.0, done_before=900, metrics=False)
+    p.item("accepted", 20)
+    clock[0] += 100.0  # 20 items in 100 s: 5 s per item
+    assert p.eta() is None and "items 920/? " in p.line() and "ETA -" in p.line()  # total not counted yet
+    p.set_total(1000)
+    assert p.eta().total_seconds() == 400.0  # 80 items left x 5 s
+    assert "items 920/1000 (92.0%)" in p.line() and "ETA 0:06:40" in p.line()
+    p.skip(30)  # refresh: unchanged items are settled without work
+    assert p.eta().total_seconds() == 250.0
+
+
 @pytest.mark.ray
 def test_zero_counts_do_not_reach_ray_counters(ray_cluster):
     # A catalog without bad rows counts 0 errors up front; Ray counters reject inc(0).

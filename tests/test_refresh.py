@@ -15,7 +15,6 @@ import pytest
 from pipelines import refresh
 from pipelines.catalog import Catalog, CatalogItem, read_catalog
 from pipelines.config import GenerateConfig
-from pipelines.runner import ItemState
 from pipelines.store import MANIFEST_SCHEMA, OutputStore, now
 
 CFG = GenerateConfig()
@@ -30,18 +29,29 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def write_selection(store: OutputStore, sel: refresh.Selection, results: dict, run_id: str = "run") -> None:
+    """Write the manifest as a run of ``sel`` would: ``results`` per finished item, the new comparison
+    columns of the skipped ones, the removed ones marked."""
+    updates = refresh.ManifestUpdates("cfg")
+    for item in sel.todo:
+        if item.sku_id in results:
+            updates.add(item, results[item.sku_id], sel.identities.get(item.sku_id))
+    updates.refreshed.update(sel.refreshed)
+    updates.removed = sel.removed
+    refresh.update_manifest(store, updates, run_id)
+
+
 def run_as_processed(store: OutputStore, catalog: Catalog, sel: refresh.Selection, data: dict[str, bytes]):
     """Record the selected items as a run that read ``data`` would (status accepted, content hash)."""
-    states = {}
-    for item in sel.todo:
-        st = ItemState(item)
-        st.result = {
+    results = {
+        item.sku_id: {
             "status": "accepted",
             "content_hash": digest(data[item.sku_id])[:16],
             "image": f"out/{item.sku_id}.png",
         }
-        states[item.sku_id] = st
-    refresh.update_manifest(store, states, sel, "run", "cfg")
+        for item in sel.todo
+    }
+    write_selection(store, sel, results)
 
 
 @pytest.mark.s3
@@ -216,7 +226,7 @@ def test_manifest_from_before_listing_metadata_is_read_once(tmp_path):
 
     sel = refresh.select_changed(catalog, store, CFG, "cfg")
     assert [it.sku_id for it in sel.todo] == ["S3"] and sel.images_read == 4
-    refresh.update_manifest(store, {}, sel, "r1", "cfg")
+    write_selection(store, sel, {}, "r1")
     sel = refresh.select_changed(catalog, store, CFG, "cfg")
     # the three kept ones are compared by listing now; S3 (not processed yet) has only its old record
     assert [it.sku_id for it in sel.todo] == ["S3"] and sel.images_read == 1
@@ -261,10 +271,6 @@ def test_catalog_image_sha256_column_is_validated(tmp_path):
 def test_a_resumed_run_stores_only_listings_made_before_the_bytes_it_used(tmp_path):
     """Items with attempts from an earlier session keep the identity listed with the same bytes
     before, or get none; items made in this session get this session's listing."""
-    from datetime import timedelta
-
-    from pipelines.store import ATTEMPT_SCHEMA, to_table
-
     store = OutputStore(str(tmp_path / "out"))
     items = {s: CatalogItem(row=i + 1, sku_id=s, image=f"/img/{s}.png") for i, s in enumerate("ABC")}
     earlier = {"A": (10, "v-a", "aaaa"), "C": (30, "v-c", "cccc")}
@@ -285,21 +291,19 @@ def test_a_resumed_run_stores_only_listings_made_before_the_bytes_it_used(tmp_pa
             schema=MANIFEST_SCHEMA,
         )
     )
-    sel = refresh.Selection(
-        todo=list(items.values()),
-        identities={s: refresh.ImageIdentity(99, f"new-{s}") for s in "ABC"},
-    )
-    before = now() - timedelta(hours=1)
-    attempts = [
-        {"run_id": "r1", "sku_id": "A", "attempt": 1, "created_at": before},  # earlier session
-        {"run_id": "r1", "sku_id": "C", "attempt": 1, "created_at": before},  # earlier session
-        {"run_id": "r1", "sku_id": "B", "attempt": 1, "created_at": now()},  # this session
-    ]
-    store.write_part("attempts", "r1-part", to_table(attempts, ATTEMPT_SCHEMA))
-    states = {}
-    for s, digest in {"A": "aaaa", "B": "bbbb", "C": "c-changed"}.items():
-        states[s] = ItemState(items[s])
-        states[s].result = {"status": "accepted", "content_hash": digest, "image": "x.png"}
-    refresh.update_manifest(store, states, sel, "r1", "cfg", resumed=True)
+    detector = refresh.ChangeDetector(store, CFG, "cfg", process_all=True)
+    sel = detector.select(items.values())
+    assert [it.sku_id for it in sel.todo] == ["A", "B", "C"]
+    # A and C were attempted by an earlier session: the identity their manifest row had.
+    known = dict(zip("AC", detector.known([items["A"], items["C"]]), strict=True))
+    assert known["A"] == refresh.ImageIdentity(10, "v-a", "aaaa")
+    updates = refresh.ManifestUpdates("cfg")
+    for s, digest_read in {"A": "aaaa", "B": "bbbb", "C": "c-changed"}.items():
+        result = {"status": "accepted", "content_hash": digest_read, "image": "x.png"}
+        if s in known:
+            updates.add(items[s], result, known[s], earlier_session=True)
+        else:
+            updates.add(items[s], result, refresh.ImageIdentity(99, "new-B"))
+    refresh.update_manifest(store, updates, "r1")
     rows = {r["sku_id"]: (r["image_size"], r["image_version"]) for r in store.manifest().to_pylist()}
     assert rows == {"A": (10, "v-a"), "B": (99, "new-B"), "C": (None, None)}
