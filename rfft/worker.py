@@ -235,26 +235,29 @@ class RFFTWorker:
             "grad_norm": float(grad_norm),
         }
 
+    def _sample(self, batch: rfft_data.Batch, **kwargs: Any):
+        """The sampler on a batch with the configured sampling settings (``kwargs``: training-only inputs)."""
+        sampling = self.cfg.sampling
+        return self.sampler(
+            batch.prompt,
+            batch.image,
+            batch.mask_image,
+            batch.control_image,
+            negative_prompt=batch.negative_prompt,
+            num_inference_steps=sampling.num_inference_steps,
+            guidance_scale=sampling.guidance_scale,
+            controlnet_conditioning_scale=sampling.controlnet_conditioning_scale,
+            generator=batch.generators(),
+            **kwargs,
+        )
+
     def _accumulate(self, batch: rfft_data.Batch, graded_step: int, *, loss_scale: float, sync: bool) -> dict:
         cfg = self.cfg
         sampling = cfg.sampling
         cc_backward = cfg.loss.beta > 0
         # Pass 1: F_AC (+ KL) through the graded step, the VAE decoder and RFNet.
         with self._sync(sync and not cc_backward), autocast(self.placement):
-            out = self.sampler(
-                batch.prompt,
-                batch.image,
-                batch.mask_image,
-                batch.control_image,
-                negative_prompt=batch.negative_prompt,
-                num_inference_steps=sampling.num_inference_steps,
-                guidance_scale=sampling.guidance_scale,
-                controlnet_conditioning_scale=sampling.controlnet_conditioning_scale,
-                generator=batch.generators(),
-                product=batch.product,
-                graded_step=graded_step,
-                controlnet=self.ddp,
-            )
+            out = self._sample(batch, product=batch.product, graded_step=graded_step, controlnet=self.ddp)
             p_available = self.reward.p_available(out.image, batch.product, batch.caption)
             f_ac = feedback_loss(p_available)
             kl = None
@@ -406,17 +409,7 @@ class RFFTWorker:
         cfg = self.cfg
         batch = rfft_data.collate(chunk, self.placement.device)
         with autocast(self.placement):
-            out = self.sampler(
-                batch.prompt,
-                batch.image,
-                batch.mask_image,
-                batch.control_image,
-                negative_prompt=batch.negative_prompt,
-                num_inference_steps=cfg.sampling.num_inference_steps,
-                guidance_scale=cfg.sampling.guidance_scale,
-                controlnet_conditioning_scale=cfg.sampling.controlnet_conditioning_scale,
-                generator=batch.generators(),
-            )
+            out = self._sample(batch)
         # Deliver exactly as the generation pipeline does: uint8 image, product pasted back in uint8.
         decoded = _to_uint8(out.decoded)
         products = np.stack([ex.prepared.product for ex in chunk])
