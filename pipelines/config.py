@@ -433,7 +433,8 @@ class GenerateConfig(ConfigBase):
         # Small models trained on a CPU on painted scenes (pipelines/assets/toy, docs/toy.md): the
         # product on a smooth backdrop whose colour follows the prompt's colour word. The prompt pool
         # uses the words the generator was trained on (the wall colour, a table or floor, a plant).
-        # The inspector is the shipped builtin:small (trained on the synthetic defect set).
+        # The inspector is the toy reward RFNet (builtin:toy_reward, trained on painted toy scenes;
+        # RFFT's reward too); builtin:toy_judge only judges (bench.toy_claims).
         "toy": (
             "tiny",
             {
@@ -464,7 +465,7 @@ class GenerateConfig(ConfigBase):
                     ],
                 },
                 "generation": {"num_inference_steps": 15, "guidance_scale": 4.0},
-                "inspect": {"rfnet": "builtin:small", "threshold": None},
+                "inspect": {"rfnet": "builtin:toy_reward", "threshold": None},
             },
         ),
     }

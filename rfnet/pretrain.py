@@ -19,6 +19,9 @@ external data):
    when loaded, a difference far below what fine-tuning changes), buffers (the descriptor
    statistics) in float32, ``config.json``, and a ``meta.json`` that records how it was made.
 
+The toy world's reward and judge (docs/toy.md) are built the same way from painted toy scenes,
+with different data and training seeds (``--preset toy --generator toy --image-size 96``).
+
 ``reliable-ad train-rfnet --preset small`` then fine-tunes from it (``init_from="builtin:small"``),
 and ``load_rfnet("builtin:small")`` is an inspector that judges the synthetic defects out of the box.
 """
@@ -143,7 +146,12 @@ def build_data(generators: list[str], work: str, *, n_per_class: int, image_size
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "weights" / "small"))
-    parser.add_argument("--preset", default="small", choices=["small", "tiny"], help="tiny: tests only")
+    parser.add_argument(
+        "--preset",
+        default="small",
+        choices=["small", "toy", "tiny"],
+        help="toy: the toy world's; tiny: tests only",
+    )
     parser.add_argument("--n-per-class", type=int, default=1500)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=101, help="data seed of the synthetic set")

@@ -1,6 +1,6 @@
 """``ToyTrainConfig``: how the ``toy`` generator is trained (``python -m rfft.toy.train``).
 
-Presets: ``toy`` (the shipped weights, ~30 min on a 2-core CPU) and ``smoke`` (the same stages at a
+Presets: ``toy`` (the shipped weights, ~40 min on a 2-core CPU) and ``smoke`` (the same stages at a
 fraction of the sizes and steps, seconds: tests). Architectures are diffusers constructor arguments;
 the canvas, its layout and the prompt pool come from the ``toy`` generation preset
 (:class:`pipelines.config.GenerateConfig`), so training and generation agree.
@@ -91,7 +91,7 @@ class DataConfig(ConfigBase):
 
 
 class VAETrainConfig(ConfigBase):
-    steps: int = Field(400, ge=1)
+    steps: int = Field(1_000, ge=1)
     batch_size: int = Field(16, ge=1)
     crop: int = Field(64, ge=16)  # px, random square crops (the VAE is fully convolutional)
     lr: float = Field(1e-3, gt=0)  # peak AdamW learning rate (linear warm-up, cosine decay to 10%)
@@ -103,7 +103,7 @@ class VAETrainConfig(ConfigBase):
 class DenoiserTrainConfig(ConfigBase):
     """Text encoder + UNet + ControlNet, trained together on v-prediction."""
 
-    steps: int = Field(700, ge=1)
+    steps: int = Field(2_400, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(6e-4, gt=0)  # peak AdamW learning rate (linear warm-up, cosine decay to 10%)
     warmup_steps: int = Field(100, ge=0)
