@@ -66,6 +66,7 @@ DESCRIPTOR_EXTENSIONS = (
     "descriptor_grain",
     "descriptor_continuity",
 )
+_NO_EXTENSIONS = dict.fromkeys(DESCRIPTOR_EXTENSIONS, False)
 
 
 class RFNetConfig(ConfigBase):
@@ -250,13 +251,8 @@ class RFNetConfig(ConfigBase):
                 local_view=False,
                 use_descriptor=False,
                 descriptor_logits=False,
-                descriptor_scene=False,
-                descriptor_integrity=False,
-                descriptor_support=False,
-                descriptor_attached=False,
-                descriptor_grain=False,
-                descriptor_continuity=False,
                 descriptor_trees=0,
+                **_NO_EXTENSIONS,
             ),
         ),
         # Tests: the same shape as small, a fraction of the width. Random weights, milliseconds.
@@ -278,14 +274,9 @@ class RFNetConfig(ConfigBase):
                 # as before these switches existed, so the seeded "tiny" source scores as it did
                 descriptor_norm="layer",
                 descriptor_logits=False,
-                descriptor_scene=False,
-                descriptor_integrity=False,
-                descriptor_support=False,
-                descriptor_attached=False,
-                descriptor_grain=False,
-                descriptor_continuity=False,
                 descriptor_trees=0,
                 global_size=None,
+                **_NO_EXTENSIONS,
             ),
         ),
     }
