@@ -4,6 +4,7 @@ smooth scenes whose wall follows the prompt's colour word, and its training comm
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,8 @@ from pipelines.prepare import prepare_batch, prepare_product
 from rfft.toy.train import main as train_main
 from rfnet.data.sample import write_sample_catalog
 from rfnet.data.scenes import draw_product
+
+SHARED_PRODUCTS = Path(__file__).resolve().parents[3] / "shared" / "data" / "products"
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +62,9 @@ def test_toy_source_is_the_shipped_weights(monkeypatch):
     )
 
 
-def test_sample_catalog_through_the_generate_stage_gives_scenes(tmp_path, toy_stage):
-    """The sample catalog (cut-outs and one photo on white), planned and prepared as `generate` does,
-    through the same GenerateStage as sd15: product pixels unchanged, smooth painted backgrounds."""
-    catalog = write_sample_catalog(tmp_path, items=4)
-    rows = [json.loads(line) for line in catalog.read_text().splitlines()][:4]
-    items = [
-        CatalogItem(row=i + 1, sku_id=r["sku_id"], image=str(tmp_path / r["image"]), caption=r["caption"])
-        for i, r in enumerate(rows)
-    ]
-    plans = [plan_attempt(item, 1, toy_stage.cfg) for item in items]
+def run_first_attempts(stage, items):
+    """First attempts of catalog ``items``, planned and prepared as `generate` does, through ``stage``."""
+    plans = [plan_attempt(item, 1, stage.cfg) for item in items]
     batch = {
         "sku_id": np.array([p.sku_id for p in plans], dtype=object),
         "attempt": np.ones(len(plans), np.int64),
@@ -80,17 +76,54 @@ def test_sample_catalog_through_the_generate_stage_gives_scenes(tmp_path, toy_st
         "source_image": np.array([item.image for item in items], dtype=object),
         "error": np.array([""] * len(items), dtype=object),
     }
-    batch = prepare_batch(batch, toy_stage.cfg)
+    batch = prepare_batch(batch, stage.cfg)
     assert not any(batch["error"]), batch["error"]
     products = batch["product"].copy()
-    out = toy_stage(batch)
-    assert out["image"].shape == (4, 96, 96, 3) and not any(out["error"])
+    out = stage(batch)
+    assert out["image"].shape == (len(items), 96, 96, 3) and not any(out["error"])
     for img, product in zip(out["image"], products, strict=True):
         opaque = product[..., 3] == 255
         assert np.array_equal(img[opaque], product[..., :3][opaque])
         assert img[product[..., 3] == 0].std() > 5  # a background was painted, not left blank
+    return out["image"], products
+
+
+def test_sample_catalog_through_the_generate_stage_gives_scenes(tmp_path, toy_stage):
+    """The sample catalog (cut-outs and one photo on white), planned and prepared as `generate` does,
+    through the same GenerateStage as sd15: product pixels unchanged, smooth painted backgrounds."""
+    catalog = write_sample_catalog(tmp_path, items=4)
+    rows = [json.loads(line) for line in catalog.read_text().splitlines()][:4]
+    items = [
+        CatalogItem(row=i + 1, sku_id=r["sku_id"], image=str(tmp_path / r["image"]), caption=r["caption"])
+        for i, r in enumerate(rows)
+    ]
+    images, _ = run_first_attempts(toy_stage, items)
     # The random tiny preset's noise measures ~16 grey levels; painted scenes ~2.6.
-    assert neighbour_difference(out["image"]) < 16 / 3
+    assert neighbour_difference(images) < 16 / 3
+
+
+def test_real_product_photos_on_white_get_scenes(tmp_path, toy_stage):
+    """Real product photos (../shared/data/products) flattened onto white and saved as JPEG, as a
+    catalog of photos on white holds them: the toy generator cuts them out and paints around them."""
+    from PIL import Image
+
+    photos = sorted(SHARED_PRODUCTS.glob("*.png")) if SHARED_PRODUCTS.is_dir() else []
+    if not photos:
+        pytest.skip("../shared/data/products is not present")
+    items = []
+    for i, path in enumerate(photos[:4]):
+        rgba = Image.open(path).convert("RGBA")
+        flat = Image.new("RGB", rgba.size, "white")
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        flat.save(tmp_path / f"{i}.jpg", quality=92)
+        items.append(CatalogItem(row=i + 1, sku_id=f"photo-{i}", image=str(tmp_path / f"{i}.jpg")))
+    images, products = run_first_attempts(toy_stage, items)
+    # Smooth backgrounds: neighbouring background pixels (the photos' own detail left out) differ by
+    # far less than the random tiny preset's ~16 grey levels.
+    for img, product in zip(images.astype(np.float32), products, strict=True):
+        bg = product[..., 3] == 0
+        pairs = bg[:, 1:] & bg[:, :-1]
+        assert np.abs(np.diff(img, axis=1))[pairs].mean() < 16 / 3
 
 
 def test_same_seed_same_image_other_seed_other_image(toy_stage):
