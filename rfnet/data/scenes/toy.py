@@ -1,7 +1,7 @@
 """The toy world's scenes: painted rooms around a product placed exactly as generation places it.
 
-The ``toy`` generation preset (docs/toy.md) is trained on these images, and its provisional
-inspector is trained on the same painter's labelled images. Each sample is one product (drawn by
+The ``toy`` generation preset (docs/toy.md) is trained on these images, and its reward and judge
+RFNets (``builtin:toy_reward``, ``builtin:toy_judge``) on the same painter's labelled images. Each sample is one product (drawn by
 :func:`rfnet.data.scenes.draw_product`) laid out on the canvas by
 :func:`pipelines.prepare.prepare_product` (alpha-box crop, longer side ``image_scale`` x R,
 centred), a background painted around it, and the product composited back unchanged
