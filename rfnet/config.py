@@ -7,8 +7,8 @@ network (weights come from ``model.safetensors``). Its presets:
 - ``small``: a compact CNN trained on a CPU at 128 px (GroupNorm, ~3M parameters), auxiliary
   maps stacked as input channels, a byte-level tiny caption encoder. Minutes per run; training
   starts from the shipped ``builtin:small`` weights (see rfnet.pretrain).
-- ``toy``: ``small`` at 96 px without the hand-made descriptor, product search and local view:
-  the toy world's differentiable reward and its judge, trained from scratch on painted toy scenes.
+- ``toy``: ``small`` at 96 px with an ImageNet EfficientNet-Lite0 image encoder and no hand-made
+  descriptor, product search or local view: the toy world's differentiable reward and its judge.
 - ``paper``: the paper's design (Du et al. 2024): one ResNet-50 per image at 384 px (product,
   generated image, depth map, saliency map), RoBERTa-base captions, the Feature Filter Module and
   three self-attention fusion layers. For GPUs.
@@ -73,12 +73,10 @@ class RFNetConfig(ConfigBase):
     """Architecture of RFNet. Defaults are the paper's design; presets change what differs."""
 
     # --- inputs -------------------------------------------------------------------------------
-    image_size: int = Field(
-        384, ge=32, le=1024, multiple_of=16
-    )  # px, side the generated image (and its aux maps) is resized to
-    product_size: int = Field(
-        384, ge=16, le=1024, multiple_of=16
-    )  # px, side of the canonical product (alpha-bbox crop, square pad)
+    # px, side the generated image (and its aux maps) is resized to
+    image_size: int = Field(384, ge=32, le=1024, multiple_of=16)
+    # px, side of the canonical product (alpha-bbox crop, square pad)
+    product_size: int = Field(384, ge=16, le=1024, multiple_of=16)
     # Modality switches. A switched-off modality is not computed and not read: its encoder is not
     # built and changing that input cannot change the output (tested).
     use_product: bool = True  # product cut-out (RGBA); the paper's ablation says it matters most
@@ -89,9 +87,8 @@ class RFNetConfig(ConfigBase):
     # the generated image (where do the product's colours appear, rel. to how common they are in the
     # scene), fed to the image encoder as two more channels (rfnet.aux.product_match_maps). Needs use_product.
     use_product_match: bool = False
-    match_bins: int = Field(
-        4, ge=2, le=8
-    )  # soft colour bins per RGB axis for the back-projection (bins**3 in all)
+    # soft colour bins per RGB axis for the back-projection (bins**3 in all)
+    match_bins: int = Field(4, ge=2, le=8)
     # Product localisation (beyond the paper): find the unchanged product in the image by masked
     # template matching (rfnet.aux.locate_product), add its placement mask as one more image channel.
     # Needs use_product.
@@ -218,12 +215,7 @@ class RFNetConfig(ConfigBase):
                 use_descriptor=True,
                 descriptor_norm="data",
                 descriptor_logits=True,
-                descriptor_scene=True,
-                descriptor_integrity=True,
-                descriptor_support=True,
-                descriptor_attached=True,
-                descriptor_grain=True,
-                descriptor_continuity=True,
+                **dict.fromkeys(DESCRIPTOR_EXTENSIONS, True),
                 descriptor_trees=300,
                 global_size=64,
                 caption_encoder="bert_tiny",
@@ -236,11 +228,9 @@ class RFNetConfig(ConfigBase):
                 saliency="spectral_residual",
             ),
         ),
-        # The toy world's inspectors (docs/toy.md): the generated image through ImageNet-pretrained
-        # EfficientNet-Lite0, small's product, caption and aux-map encoders, at the toy canvas
-        # (96 px), without the hand-made descriptor, the product search and the local view. Fully
-        # differentiable (RFFT's reward). From scratch, small's compact CNN stayed at val macro F1
-        # 0.36 after 7 epochs on the toy set; Lite0 reached 0.62 after one.
+        # The toy world's reward and judge (docs/toy.md): small at 96 px with an ImageNet Lite0 image
+        # encoder (small's compact CNN from scratch: val macro F1 0.36 after 7 epochs on toy scenes,
+        # Lite0 0.62 after one); no descriptor, search or local view, so differentiable end to end.
         "toy": (
             "small",
             _dict(
@@ -394,9 +384,8 @@ class TrainDataConfig(ConfigBase):
     # test_fraction=0: no test share (evaluate then scores the validation share).
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
-    split_seed: int = Field(
-        0, ge=0
-    )  # seed of the split hash; recorded in the checkpoint so evaluate reproduces it
+    # seed of the split hash; recorded in the checkpoint so evaluate reproduces it
+    split_seed: int = Field(0, ge=0)
     # "memory": every worker decodes its samples once into RAM (fast epochs; up to ~100k images at
     # 128 px). "stream": Ray Data shards stream decoded batches every epoch (RF1M scale).
     loader: Literal["memory", "stream"] = "memory"
@@ -413,12 +402,10 @@ class AugmentConfig(ConfigBase):
 
     enabled: bool = True
     hflip: bool = True  # mirror image AND product together (a mirrored defect is the same defect)
-    translate: float = Field(
-        0.03, ge=0.0, le=0.2
-    )  # max shift, fraction of the side, edge-replicated (no crop cuts the product)
-    color: float = Field(
-        0.1, ge=0.0, le=0.5
-    )  # brightness/contrast/saturation jitter, the same for image and product
+    # max shift, fraction of the side, edge-replicated (no crop cuts the product)
+    translate: float = Field(0.03, ge=0.0, le=0.2)
+    # brightness/contrast/saturation jitter, the same for image and product
+    color: float = Field(0.1, ge=0.0, le=0.5)
 
 
 class OptimConfig(ConfigBase):
@@ -529,9 +516,8 @@ class TrainRFNetConfig(ConfigBase):
                 workers={"num_workers": 1, "cpus_per_worker": 1.0},
             ),
         ),
-        # The toy world's reward and judge: the toy model on a painted toy set (python -m
-        # rfnet.data.scenes --set toy), 10 minutes on a 2-core CPU. lr 5e-4: the backbone is
-        # pretrained.
+        # The toy reward and judge on painted toy scenes (rfnet.pretrain --preset toy); lr 5e-4: the
+        # image encoder is pretrained.
         "toy": (
             "small",
             _dict(
@@ -588,12 +574,10 @@ class EvaluateConfig(ConfigBase):
     # split if it held out no test split; every labelled sample if the checkpoint records no split.
     # "test" / "val": that split (error if there is none). "all": every labelled sample.
     split: Literal["auto", "test", "val", "all"] = "auto"
-    target_precision: float = Field(
-        0.9, gt=0.0, le=1.0
-    )  # accept threshold: lowest p_available reaching this precision on Available
-    write_threshold: bool = (
-        False  # also store the chosen threshold in the checkpoint's meta.json (--write-threshold)
-    )
+    # accept threshold: lowest p_available reaching this precision on Available
+    target_precision: float = Field(0.9, gt=0.0, le=1.0)
+    # also store the chosen threshold in the checkpoint's meta.json (--write-threshold)
+    write_threshold: bool = False
     batch_size: int = Field(64, ge=1)  # images per forward pass
     load_threads: int = Field(8, ge=1, le=64)  # threads decoding images
     device: str = "auto"  # see pipelines.device
