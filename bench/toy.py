@@ -52,13 +52,17 @@ def neighbour_difference(images) -> float:
     return float(np.mean(diffs))
 
 
-def generate(stage: GenerateStage, cfg: GenerateConfig, items, plans) -> tuple[np.ndarray, list, float]:
-    """First attempts for ``items`` with their ``plans``; returns images, prepared inputs, s/image."""
+def generate(
+    stage: GenerateStage, cfg: GenerateConfig, items, plans, products=None
+) -> tuple[np.ndarray, list, float]:
+    """Attempts for ``items`` with their ``plans``; returns images, prepared inputs, s/image. Item j
+    shows drawn product ``products[j]`` (default j)."""
+    products = range(len(items)) if products is None else products
     prepared = [
         prepare_product(
             draw_product(np.random.default_rng([PRODUCT_SEED, i]), 256).rgba, cfg.prepare, p.image_scale
         )
-        for i, p in zip(range(len(items)), plans, strict=True)
+        for i, p in zip(products, plans, strict=True)
     ]
     images, b = [], cfg.generation.batch_size
     t0 = time.perf_counter()

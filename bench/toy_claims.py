@@ -127,12 +127,12 @@ class Attempts:
         todo = [(k, p) for k, p in pairs if self._key(p) not in self.cache]
         if todo:
             t0 = time.perf_counter()
-            index = {id(p): k for k, p in todo}
             images, prepared, _ = generate(
                 self.stage,
                 self.cfg,
-                [self._product_item(index[id(p)]) for _, p in todo],
+                [self.items[k] for k, _ in todo],
                 [p for _, p in todo],
+                products=[k for k, _ in todo],  # a retry shows the same product as its first attempt
             )
             products = np.stack([q.product for q in prepared])
             captions = [self.captions[self.items[k].sku_id] for k, _ in todo]
@@ -143,9 +143,6 @@ class Attempts:
             self.generated += len(todo)
             self.seconds += time.perf_counter() - t0
         return [self.cache[self._key(p)] for _, p in pairs]
-
-    def _product_item(self, k: int) -> int:
-        return k  # bench.toy.generate draws product i from (PRODUCT_SEED, i): i is the item's index
 
     @staticmethod
     def _key(plan) -> tuple:
