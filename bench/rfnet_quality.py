@@ -19,7 +19,8 @@ on one or more labelled sets, each painted by :func:`rfnet.data.scenes.make_set`
 
 ``small`` fine-tunes from the shipped ``builtin:small`` weights, which were trained on the
 ``synthetic`` generator (another data seed): ``alt`` and ``studio`` are the sets it has never seen
-anything of. ``--set init_from=null`` trains from random weights instead.
+anything of. ``--set init_from=null`` starts from the ImageNet image encoders and random weights
+for the rest instead.
 
 Modality sets (``--ablations``, default ``all``): ``all`` modalities; ``image_only``, the generated
 image only (no product, caption, depth or saliency); ``no_product``, everything but the product

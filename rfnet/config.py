@@ -4,11 +4,12 @@
 network (weights come from ``model.safetensors``). Its presets:
 
 - ``tiny``: a few-thousand-parameter network for tests; random weights, milliseconds per image.
-- ``small``: a compact CNN trained on a CPU at 128 px (GroupNorm, ~3M parameters), auxiliary
-  maps stacked as input channels, a byte-level tiny caption encoder. Minutes per run; training
+- ``small``: ImageNet EfficientNet-Lite0 encoders (generated image, product, product-centred
+  view) at 128 px on a CPU, auxiliary maps stacked as input channels, a byte-level tiny caption
+  encoder, the hand-made product descriptor and boosted trees over it. Minutes per run; training
   starts from the shipped ``builtin:small`` weights (see rfnet.pretrain).
-- ``toy``: ``small`` at 96 px with an ImageNet EfficientNet-Lite0 image encoder and no hand-made
-  descriptor, product search or local view: the toy world's differentiable reward and its judge.
+- ``toy``: ``small`` at 96 px without the hand-made descriptor, product search or local view: the
+  toy world's differentiable reward and its judge.
 - ``paper``: the paper's design (Du et al. 2024): one ResNet-50 per image at 384 px (product,
   generated image, depth map, saliency map), RoBERTa-base captions, the Feature Filter Module and
   three self-attention fusion layers. For GPUs.
@@ -194,16 +195,14 @@ class RFNetConfig(ConfigBase):
     PRESETS: ClassVar[dict[str, tuple[str | None, dict[str, Any]]]] = {
         # Du et al. (2024): ResNet-50 per image at 384 px, RoBERTa-base, FFM, 3 fusion layers.
         "paper": (None, {}),
-        # Compact CNN trained on a CPU at 128 px (see docs/rfnet.md for the choices).
+        # ImageNet Lite0 encoders fine-tuned on a CPU at 128 px (see docs/rfnet.md for the choices).
         "small": (
             None,
             _dict(
                 image_size=128,
                 product_size=64,
-                backbone="compact",
-                compact_widths=(32, 64, 128, 160),
-                compact_blocks=1,
-                product_widths=(24, 48, 96, 128),
+                backbone="efficientnet_lite0",
+                backbone_source="builtin:efficientnet_lite0",
                 aux_fusion="channels",
                 token_grid=4,
                 use_product_match=True,
@@ -211,13 +210,11 @@ class RFNetConfig(ConfigBase):
                 local_view=True,
                 local_size=64,
                 local_context=2.5,
-                local_widths=(24, 48, 96, 128),
                 use_descriptor=True,
                 descriptor_norm="data",
                 descriptor_logits=True,
                 **dict.fromkeys(DESCRIPTOR_EXTENSIONS, True),
                 descriptor_trees=300,
-                global_size=64,
                 caption_encoder="bert_tiny",
                 caption_max_length=48,
                 dim=128,
@@ -228,15 +225,13 @@ class RFNetConfig(ConfigBase):
                 saliency="spectral_residual",
             ),
         ),
-        # The toy world's reward and judge (docs/toy.md): small at 96 px with an ImageNet Lite0 image
-        # encoder (small's compact CNN from scratch: val macro F1 0.36 after 7 epochs on toy scenes,
-        # Lite0 0.62 after one); no descriptor, search or local view, so differentiable end to end.
+        # The toy world's reward and judge (docs/toy.md): small at 96 px (the image seen at 64) with
+        # no descriptor, search or local view, so differentiable end to end.
         "toy": (
             "small",
             _dict(
                 image_size=96,
-                backbone="efficientnet_lite0",
-                backbone_source="builtin:efficientnet_lite0",
+                global_size=64,
                 use_placement=False,
                 local_view=False,
                 use_descriptor=False,
@@ -251,6 +246,8 @@ class RFNetConfig(ConfigBase):
             _dict(
                 image_size=64,
                 product_size=32,
+                backbone="compact",
+                backbone_source=None,
                 compact_widths=(8, 16, 16, 24),
                 # Three stages at 32 px: the deepest map stays 2x2 (see _check).
                 product_widths=(8, 8, 16),
@@ -497,7 +494,7 @@ class TrainRFNetConfig(ConfigBase):
                 workers={"num_workers": 4, "use_gpu": True, "cpus_per_worker": 4.0},
             ),
         ),
-        # Compact CNN on a 2-core CPU, fine-tuned from the shipped weights (builtin:small, trained on
+        # Lite0 encoders on a 2-core CPU, fine-tuned from the shipped weights (builtin:small, trained on
         # the synthetic defect set by rfnet.pretrain): the time budget picks the epoch count, the
         # best epoch by validation macro F1 is kept.
         "small": (

@@ -1,11 +1,10 @@
 """Build a checkpoint shipped with the package (``builtin:<name>``, under ``rfnet/weights/<name>/``).
 
-RFNet's ``small`` preset is trained on a CPU from a few thousand labelled images. Starting its
-encoders from random weights is what limits it: with ~1,800 images the model overfits within a
-few epochs (docs/rfnet.md). The paper starts from ImageNet-pretrained ResNet-50s; nothing can be
-downloaded here, so the ``small`` preset starts instead from weights trained on a large synthetic
-defect set (the ``synthetic`` set of :mod:`rfnet.data.scenes`, products drawn procedurally, no
-external data):
+RFNet's ``small`` preset is trained on a CPU from a few thousand labelled images. Its image
+encoders start from ImageNet (EfficientNet-Lite0, ``builtin:efficientnet_lite0``), but
+everything after them (fusion, caption encoder, descriptor MLP, head, trees) is new. So the
+``small`` preset starts from a whole checkpoint trained on a larger synthetic defect set (the ``synthetic`` set of
+:mod:`rfnet.data.scenes`, products drawn procedurally, no external data):
 
     python -m rfnet.pretrain --out rfnet/weights/small
 
@@ -13,8 +12,8 @@ external data):
    ``--generator NAME`` (repeatable, a set of :data:`rfnet.data.scenes.SETS`) the images per class
    are shared between several scene sets, merged into one (file names prefixed by the set's
    position);
-2. trains ``--preset small`` from random weights on it (``train_rfnet``, Ray Train, the same loop
-   as ``reliable-ad train-rfnet``) for ``--minutes``;
+2. trains ``--preset small`` on it from the ImageNet encoders and otherwise random weights
+   (``train_rfnet``, Ray Train, the same loop as ``reliable-ad train-rfnet``) for ``--minutes``;
 3. exports the best epoch: parameters in float16 (half the size; they are cast back to float32
    when loaded, a difference far below what fine-tuning changes), buffers (the descriptor
    statistics) in float32, ``config.json``, and a ``meta.json`` that records how it was made.
@@ -152,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         choices=["small", "toy", "tiny"],
         help="toy: the toy world's; tiny: tests only",
     )
-    parser.add_argument("--n-per-class", type=int, default=1500)
+    parser.add_argument("--n-per-class", type=int, default=800)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=101, help="data seed of the synthetic set")
     parser.add_argument(
@@ -162,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         metavar="NAME",
         help=f"a scene set (repeatable; default {SYNTHETIC}); several share --n-per-class",
     )
-    parser.add_argument("--minutes", type=float, default=35.0, help="training budget (Ray start included)")
+    parser.add_argument("--minutes", type=float, default=30.0, help="training budget (Ray start included)")
     parser.add_argument("--work", default="out/pretrain", help="where the set and the full run are kept")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = parser.parse_args(argv)

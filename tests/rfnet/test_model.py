@@ -202,7 +202,9 @@ def test_presets_derive_and_validate():
         "roberta_base",
         3,
     )
-    assert small.backbone == tiny_cfg.backbone == "compact" and tiny_cfg.dim < small.dim
+    # small: ImageNet EfficientNet-Lite0 encoders; tiny keeps the compact CNN (random, milliseconds).
+    assert (small.backbone, small.backbone_source) == ("efficientnet_lite0", "builtin:efficientnet_lite0")
+    assert tiny_cfg.backbone == "compact" and tiny_cfg.backbone_source is None and tiny_cfg.dim < small.dim
     train_small = load_config(TrainRFNetConfig, preset="small")
     assert train_small.model == small and train_small.optim.max_train_minutes
     with pytest.raises(ConfigError, match="needs use_product"):
@@ -219,25 +221,22 @@ def test_presets_derive_and_validate():
 
 
 def test_compact_encoders_must_end_on_a_map_of_at_least_2x2():
-    # Every preset does; its deepest maps are 2x2 (a 1x1 map leaves GroupNorm two numbers per group).
-    for preset in ("tiny", "small"):
-        cfg = load_config(RFNetConfig, preset=preset)
-        model = build_rfnet(cfg, pretrained=False)
-        for encoder, size in (
-            (model.image_encoder, cfg.global_size or cfg.image_size),
-            (model.product_encoder, cfg.product_size),
-            (model.local_encoder, cfg.local_size),
-        ):
-            channels = 4 if encoder is model.product_encoder else cfg.image_channels
-            assert encoder(torch.zeros(1, channels, size, size)).shape[-1] == 2, preset
-    with pytest.raises(
-        ConfigError, match=r"local_widths=\(24, 48, 96, 128\) on 32 px input ends on a 1x1 map"
+    # The tiny preset does; its deepest maps are 2x2 (a 1x1 map leaves GroupNorm two numbers per group).
+    cfg = load_config(RFNetConfig, preset="tiny")
+    model = build_rfnet(cfg, pretrained=False)
+    for encoder, size in (
+        (model.image_encoder, cfg.global_size or cfg.image_size),
+        (model.product_encoder, cfg.product_size),
+        (model.local_encoder, cfg.local_size),
     ):
-        load_config(RFNetConfig, preset="small", overrides={"local_size": 32})
+        channels = 4 if encoder is model.product_encoder else cfg.image_channels
+        assert encoder(torch.zeros(1, channels, size, size)).shape[-1] == 2
+    with pytest.raises(ConfigError, match=r"local_widths=\(8, 8, 16\) on 16 px input ends on a 1x1 map"):
+        load_config(RFNetConfig, preset="tiny", overrides={"local_size": 16})
     with pytest.raises(ConfigError, match=r"product_widths.*use fewer stages or a larger product_size"):
         load_config(RFNetConfig, preset="tiny", overrides={"product_widths": [8, 8, 16, 16]})
     # Fewer stages make a small input valid again.
-    load_config(RFNetConfig, preset="small", overrides={"local_size": 32, "local_widths": [24, 48, 96]})
+    load_config(RFNetConfig, preset="tiny", overrides={"local_size": 16, "local_widths": [8, 16]})
 
 
 @pytest.mark.parametrize(

@@ -36,12 +36,8 @@ def preset_config(preset: str, sources: dict[str, str]) -> RFNetConfig:
     overrides = {
         # tiny: RGB + 5 stacked maps into a (tiny, pretrained) ResNet-18.
         "tiny": {"backbone": "resnet18", "backbone_source": sources["resnet18"]},
-        # small at 128 / 64 px, one real ImageNet EfficientNet-Lite0 per image input.
-        "small": {
-            "backbone": "efficientnet_lite0",
-            "backbone_source": "builtin:efficientnet_lite0",
-            "global_size": 128,
-        },
+        # small as it is: one real ImageNet EfficientNet-Lite0 per image input at 128 / 64 px.
+        "small": {},
         "paper": {
             **PAPER_SMALL,
             "backbone_source": sources["resnet50"],
