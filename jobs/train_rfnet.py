@@ -6,8 +6,9 @@
 ``captions.jsonl``). ``--out``: receives the best checkpoint (``model.safetensors``,
 ``config.json``, ``meta.json``; load it with ``rfnet.load_rfnet(OUT)``), ``tensorboard/`` and Ray
 Train's run state (``ray_train/``: rerunning the same command resumes). The ``small`` preset
-(default) fine-tunes a compact CNN on a CPU within a wall-clock budget, starting from the weights
-shipped in the package (``builtin:small``; ``--set init_from=null`` for random ones); ``paper`` is the
+(default) fine-tunes ImageNet EfficientNet-Lite0 encoders on a CPU within a wall-clock budget,
+starting from the weights shipped in the package (``builtin:small``; ``--set init_from=null`` for
+the ImageNet encoders alone); ``paper`` is the
 paper's ResNet-50 + RoBERTa model for GPUs. See docs/rfnet.md.
 """
 

@@ -413,7 +413,7 @@ def test_shipped_job_configs_load():
 
     configs = Path(__file__).resolve().parents[2] / "jobs" / "configs"
     train = load_config(TrainRFNetConfig, config_file=configs / "train_rfnet.yaml")
-    assert train.model.backbone == "compact" and train.optim.max_train_minutes
+    assert train.model.backbone == "efficientnet_lite0" and train.optim.max_train_minutes
     assert load_config(EvaluateConfig, config_file=configs / "evaluate.yaml").target_precision == 0.9
 
 
